@@ -1,0 +1,11 @@
+from django.core.management.base import BaseCommand
+
+from feeds.schedules import SCHEDULES, schedules_setup
+
+
+class Command(BaseCommand):
+    help = "Create or update the hub's django-q2 schedules (pull_feeds, dispatch_orders). Safe to run twice."
+
+    def handle(self, *args, **options) -> None:
+        created = schedules_setup()
+        self.stdout.write(f"{len(SCHEDULES)} schedule(s) in place, {len(created)} created")

@@ -1,0 +1,142 @@
+"""Store connections, their feed configuration, and the inbox of every event VTEX sent us."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class Store(models.Model):
+    """One VTEX account (one appKey, so one feed) and the ERP its orders go to."""
+
+    class FeedStatus(models.TextChoices):
+        UNKNOWN = "unknown", "Not read yet"
+        OK = "ok", "OK"
+        NOT_CONFIGURED = "not_configured", "Feed not configured on VTEX"
+        UNAUTHORIZED = "unauthorized", "Credentials refused"
+        FAILING = "failing", "Failing"
+
+    name = models.SlugField(max_length=64, unique=True)
+    account = models.CharField(max_length=100, help_text="VTEX account name, as in {account}.{environment}.com.br")
+    environment = models.CharField(max_length=100, default="vtexcommercestable")
+    base_url = models.URLField(blank=True, help_text="Overrides https://{account}.{environment}.com.br (sandbox, tests)")
+    app_key = models.CharField(max_length=200)
+    app_token = models.CharField(max_length=500)  # secret: never printed, logged or rendered back
+    enabled = models.BooleanField(default=True)
+
+    # Health, written by the jobs.
+    feed_status = models.CharField(max_length=20, choices=FeedStatus.choices, default=FeedStatus.UNKNOWN)
+    feed_error = models.TextField(blank=True)
+    last_pull_at = models.DateTimeField(null=True, blank=True, help_text="Last feed read that succeeded")
+    last_dispatch_at = models.DateTimeField(null=True, blank=True, help_text="Last dispatch run that finished")
+    vtex_paused_until = models.DateTimeField(
+        null=True, blank=True, help_text="VTEX answered 429: no call to this account before this time"
+    )
+    pull_claimed_until = models.DateTimeField(null=True, blank=True)  # one feed reader per store at a time
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def vtex_base_url(self) -> str:
+        return (self.base_url or f"https://{self.account}.{self.environment}.com.br").rstrip("/")
+
+
+class ErpConnection(models.Model):
+    """Where a store's orders are delivered; `connector` is a dotted path to the class that does it."""
+
+    DEFAULT_CONNECTOR = "orders.erp.HttpErpConnector"
+
+    store = models.OneToOneField(Store, on_delete=models.CASCADE, related_name="erp")
+    url = models.URLField()
+    headers = models.JSONField(default=dict, blank=True)  # may hold credentials: never rendered back
+    timeout_seconds = models.FloatField(default=20.0)
+    connector = models.CharField(max_length=200, default=DEFAULT_CONNECTOR)
+
+    def __str__(self) -> str:
+        return f"ERP of {self.store}"
+
+
+class FeedConfig(models.Model):
+    """The Orders Feed v3 configuration the hub keeps for a store and can push to VTEX."""
+
+    class FilterType(models.TextChoices):
+        FROM_WORKFLOW = "FromWorkflow", "Status changes (FromWorkflow)"
+        FROM_ORDERS = "FromOrders", "Order document matches a JSONata expression (FromOrders)"
+
+    store = models.OneToOneField(Store, on_delete=models.CASCADE, related_name="feed_config")
+    filter_type = models.CharField(max_length=20, choices=FilterType.choices, default=FilterType.FROM_WORKFLOW)
+    statuses = models.JSONField(default=list, blank=True)
+    expression = models.TextField(blank=True)
+    disable_single_fire = models.BooleanField(default=False)
+    visibility_timeout_seconds = models.PositiveIntegerField(default=250)
+    retention_seconds = models.PositiveIntegerField(default=345600)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    vtex_answer = models.TextField(blank=True)
+    # VTEX's own view of the queue, refreshed by a job.
+    vtex_quantity = models.IntegerField(null=True, blank=True)
+    vtex_oldest_age_seconds = models.FloatField(null=True, blank=True)
+    vtex_checked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Feed of {self.store}"
+
+
+class FeedEvent(models.Model):
+    """One order event exactly as received (feed item or hook call), stored before its handle is committed."""
+
+    class Source(models.TextChoices):
+        FEED = "feed", "Feed"
+        HOOK = "hook", "Hook"
+
+    class Outcome(models.TextChoices):
+        QUEUED = "queued", "Queued for the ERP flow"
+        IGNORED = "ignored", "No action needed"
+        DUPLICATE = "duplicate", "Duplicate"
+        MALFORMED = "malformed", "Malformed"
+        FAILED = "failed", "Processing failed"
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="events")
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.FEED)
+    event_id = models.CharField(max_length=100, blank=True)
+    handle = models.TextField(blank=True)
+    order_id = models.CharField(max_length=100, blank=True, db_index=True)
+    domain = models.CharField(max_length=50, blank=True)
+    state = models.CharField(max_length=60, blank=True)
+    last_state = models.CharField(max_length=60, blank=True)
+    last_change = models.DateTimeField(null=True, blank=True)
+    current_change = models.DateTimeField(null=True, blank=True)
+    payload = models.JSONField()
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    error = models.TextField(blank=True)
+    duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    committed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            # Only first sightings are unique; repeats are kept as rows that point at them.
+            models.UniqueConstraint(
+                fields=["store", "event_id"],
+                condition=Q(duplicate_of__isnull=True) & ~Q(event_id="") & ~Q(outcome="malformed"),
+                name="feed_event_unique_event_id",
+            ),
+            models.UniqueConstraint(
+                fields=["store", "order_id", "state", "current_change"],
+                condition=Q(duplicate_of__isnull=True) & Q(current_change__isnull=False) & ~Q(outcome="malformed"),
+                name="feed_event_unique_change",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["store", "committed_at"], name="feed_event_uncommitted"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.order_id or '?'} {self.state or '?'} ({self.get_outcome_display()})"

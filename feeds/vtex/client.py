@@ -1,0 +1,261 @@
+"""HTTP client for the VTEX Orders API: requests only, no ORM. One function per endpoint.
+
+Reference: ../shared/vtex/ORDERS-API.md (and https://developers.vtex.com/docs/api-reference/orders-api).
+Failures raise VtexError; VtexUnavailable marks the ones worth retrying (429, 5xx, timeouts, broken JSON).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+
+EXCERPT_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one HTTP exchange looked like, for the order's timeline."""
+
+    method: str
+    path: str
+    status: int | None
+    duration_ms: int
+    excerpt: str = ""
+
+
+class VtexError(Exception):
+    """VTEX answered with an error that retrying the same request will not fix."""
+
+    def __init__(self, message: str, *, call: Call | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.call = call
+        self.code = code
+
+    @property
+    def status(self) -> int | None:
+        return self.call.status if self.call else None
+
+
+class VtexUnavailable(VtexError):
+    """Worth retrying later: 429, 5xx, timeout, connection error, unreadable JSON."""
+
+    def __init__(self, message: str, *, call: Call | None = None, code: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message, call=call, code=code)
+        self.retry_after = retry_after
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.status == 429
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One item of GET /api/orders/feed. `problem` is set when the item cannot be acted on."""
+
+    raw: Any
+    handle: str = ""
+    event_id: str = ""
+    order_id: str = ""
+    state: str = ""
+    last_state: str = ""
+    domain: str = ""
+    last_change: datetime | None = None
+    current_change: datetime | None = None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class FeedQueueInfo:
+    """GET /api/orders/feed/config: the configuration plus VTEX's own view of the queue."""
+
+    raw: dict
+    quantity: int | None
+    oldest_age_seconds: float | None
+
+
+@dataclass(frozen=True)
+class OrderDocument:
+    order_id: str
+    status: str
+    raw: dict
+    call: Call = field(compare=False)
+
+
+def parse_vtex_time(value: Any) -> datetime | None:
+    """VTEX sends ISO 8601 with up to 7 fractional digits; Python 3.11 takes them (truncated to µs)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After may be seconds or an HTTP date (VTEX does not say which: accept both)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def parse_feed_item(raw: Any) -> FeedItem:
+    """Keep every item; flag the ones without an order id or state (nothing can be done for those)."""
+    if not isinstance(raw, dict):
+        return FeedItem(raw=raw, problem="item is not a JSON object")
+    handle = raw.get("handle") if isinstance(raw.get("handle"), str) else ""
+    text = {key: raw.get(key) if isinstance(raw.get(key), str) else "" for key in
+            ("eventId", "orderId", "state", "lastState", "domain")}
+    missing = [key for key in ("orderId", "state") if not text[key].strip()]
+    problem = ""
+    if missing:
+        problem = "missing or empty: " + ", ".join(missing)
+    if not handle:
+        problem = (problem + "; " if problem else "") + "no handle to commit"
+    return FeedItem(
+        raw=raw,
+        handle=handle,
+        event_id=text["eventId"].strip()[:100],
+        order_id=text["orderId"].strip()[:100],
+        state=text["state"].strip()[:60],
+        last_state=text["lastState"].strip()[:60],
+        domain=text["domain"].strip()[:50],
+        last_change=parse_vtex_time(raw.get("lastChange")),
+        current_change=parse_vtex_time(raw.get("currentChange")),
+        problem=problem,
+    )
+
+
+def _lower_keys(data: dict) -> dict:
+    return {str(key).lower(): value for key, value in data.items()}
+
+
+class VtexClient:
+    """One VTEX account's Orders API. Not thread-safe: give each thread its own client."""
+
+    def __init__(self, *, base_url: str, app_key: str, app_token: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers.update(
+            {
+                "X-VTEX-API-AppKey": app_key,
+                "X-VTEX-API-AppToken": app_token,
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+            }
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _request(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> tuple[requests.Response, Call]:
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                data=None if body is None else json.dumps(body),
+                timeout=self.timeout,
+            )
+        except requests.Timeout as exc:
+            call = Call(method, path, None, int((time.monotonic() - started) * 1000), "timeout")
+            raise VtexUnavailable(f"{method} {path}: no answer within {self.timeout:g}s", call=call) from exc
+        except requests.RequestException as exc:
+            call = Call(method, path, None, int((time.monotonic() - started) * 1000), type(exc).__name__)
+            raise VtexUnavailable(f"{method} {path}: {type(exc).__name__}", call=call) from exc
+        call = Call(method, path, response.status_code, int((time.monotonic() - started) * 1000),
+                    response.text[:EXCERPT_CHARS])
+        if response.status_code >= 400:
+            self._raise_for(response, call)
+        return response, call
+
+    @staticmethod
+    def _raise_for(response: requests.Response, call: Call) -> None:
+        code, message = "", response.reason or ""
+        try:
+            error = response.json().get("error") or {}
+            code, message = str(error.get("code") or ""), str(error.get("message") or message)
+        except (ValueError, AttributeError):
+            pass
+        text = f"{call.method} {call.path}: HTTP {response.status_code} {code} {message}".replace("  ", " ").strip()
+        if response.status_code == 429:
+            raise VtexUnavailable(text, call=call, code=code,
+                                  retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        if response.status_code >= 500 or response.status_code == 408:
+            raise VtexUnavailable(text, call=call, code=code)
+        raise VtexError(text, call=call, code=code)
+
+    @staticmethod
+    def _json(response: requests.Response, call: Call) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise VtexUnavailable(f"{call.method} {call.path}: HTTP {call.status} with unreadable JSON", call=call) from exc
+
+    def feed_read(self, maxlot: int = 10) -> list[FeedItem]:
+        """Retrieve (dequeue) feed items: GET /api/orders/feed?maxlot=N (maxlot <= 10)."""
+        response, call = self._request("GET", "/api/orders/feed", params={"maxlot": max(1, min(10, maxlot))})
+        data = self._json(response, call)
+        if not isinstance(data, list):
+            raise VtexUnavailable(f"GET /api/orders/feed: expected a JSON array, got {type(data).__name__}", call=call)
+        return [parse_feed_item(raw) for raw in data]
+
+    def feed_commit(self, handles: list[str]) -> Call:
+        """Commit (delete) read items: POST /api/orders/feed {"handles": [...]}."""
+        _, call = self._request("POST", "/api/orders/feed", body={"handles": handles})
+        return call
+
+    def feed_config_get(self) -> FeedQueueInfo:
+        """GET /api/orders/feed/config; keys are read case-insensitively (VTEX's casing varies)."""
+        response, call = self._request("GET", "/api/orders/feed/config")
+        data = self._json(response, call)
+        if not isinstance(data, dict):
+            raise VtexUnavailable("GET /api/orders/feed/config: expected a JSON object", call=call)
+        lowered = _lower_keys(data)
+        age = lowered.get("approximateageofoldestmessageinseconds", lowered.get("aproximateageofoldestmessageinseconds"))
+        quantity = lowered.get("quantity")
+        return FeedQueueInfo(
+            raw=data,
+            quantity=int(quantity) if isinstance(quantity, (int, float)) else None,
+            oldest_age_seconds=float(age) if isinstance(age, (int, float)) else None,
+        )
+
+    def feed_config_set(self, config: dict) -> Call:
+        """Create or replace the feed configuration: POST /api/orders/feed/config."""
+        _, call = self._request("POST", "/api/orders/feed/config", body=config)
+        return call
+
+    def order_get(self, order_id: str) -> OrderDocument:
+        """Get order: GET /api/oms/pvt/orders/{orderId}."""
+        response, call = self._request("GET", f"/api/oms/pvt/orders/{order_id}")
+        data = self._json(response, call)
+        if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+            raise VtexUnavailable(f"GET order {order_id}: answer has no status", call=call)
+        return OrderDocument(order_id=str(data.get("orderId") or order_id), status=data["status"], raw=data, call=call)
+
+    def order_start_handling(self, order_id: str) -> Call:
+        """Start handling: POST /api/oms/pvt/orders/{orderId}/start-handling (204 = done)."""
+        _, call = self._request("POST", f"/api/oms/pvt/orders/{order_id}/start-handling")
+        if call.status != 204:
+            # VTEX: "validate this response to retry the call if the response differs from 204".
+            raise VtexUnavailable(f"start-handling {order_id}: HTTP {call.status}, expected 204", call=call)
+        return call

@@ -1,0 +1,104 @@
+"""ERP sync state per order, and the log of every step tried for it (the order's timeline)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from feeds.models import Store
+
+
+class OrderSync(models.Model):
+    """Where one VTEX order stands on its way into the ERP.
+
+    new -> sent_to_erp -> handling_started is the happy path. `canceled`, `needs_attention` and
+    `resolved` stop it. `cancel_pending` says a cancel notice is owed to an ERP that has the order.
+    """
+
+    class State(models.TextChoices):
+        NEW = "new", "New"
+        SENT_TO_ERP = "sent_to_erp", "Sent to ERP"
+        HANDLING_STARTED = "handling_started", "Handling started"
+        CANCELED = "canceled", "Canceled"
+        NEEDS_ATTENTION = "needs_attention", "Needs attention"
+        RESOLVED = "resolved", "Resolved by staff"
+
+    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="orders")
+    order_id = models.CharField(max_length=100)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.NEW)
+    vtex_status = models.CharField(max_length=60, blank=True, help_text="Last status VTEX reported")
+    cancel_pending = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed tries of the current step")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    error_kind = models.CharField(max_length=30, blank=True)
+    erp_reference = models.CharField(max_length=200, blank=True)
+    erp_accepted_at = models.DateTimeField(null=True, blank=True)
+    erp_cancel_sent_at = models.DateTimeField(null=True, blank=True)
+    handling_started_at = models.DateTimeField(null=True, blank=True)
+    order_snapshot = models.JSONField(null=True, blank=True)
+    sequence = models.CharField(max_length=40, blank=True)
+    customer_email = models.CharField(max_length=254, blank=True)
+    first_event_at = models.DateTimeField(null=True, blank=True, help_text="When VTEX says the first event happened")
+    claim_token = models.CharField(max_length=40, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["store", "order_id"], name="order_sync_unique_order"),
+        ]
+        indexes = [
+            # The dispatcher's query: due work, oldest first.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="order_sync_due",
+                condition=Q(next_attempt_at__isnull=False),
+            ),
+            models.Index(fields=["state", "created_at"], name="order_sync_state_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.order_id
+
+    @property
+    def erp_has_order(self) -> bool:
+        return self.erp_accepted_at is not None
+
+
+class SyncAttempt(models.Model):
+    """One step tried for an order: the order's timeline as staff read it."""
+
+    class Step(models.TextChoices):
+        EVENT = "event", "Event received"
+        GET_ORDER = "get_order", "Get order from VTEX"
+        ERP_SEND = "erp_send", "Send to ERP"
+        START_HANDLING = "start_handling", "Start handling"
+        ERP_CANCEL = "erp_cancel", "Cancel notice to ERP"
+        STAFF = "staff", "Staff action"
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        RETRY = "retry", "Will retry"
+        FAILED = "failed", "Failed"
+        INFO = "info", "Info"
+
+    order = models.ForeignKey(OrderSync, on_delete=models.CASCADE, related_name="attempts_log")
+    step = models.CharField(max_length=20, choices=Step.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    response_excerpt = models.TextField(blank=True)
+    request_excerpt = models.TextField(blank=True)
+    triggered_by = models.CharField(max_length=150, default="schedule")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["order", "created_at"], name="sync_attempt_order_time")]
+
+    def __str__(self) -> str:
+        return f"{self.get_step_display()}: {self.get_outcome_display()}"

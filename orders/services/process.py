@@ -1,0 +1,314 @@
+"""One order, held by one worker: get order -> ERP -> start-handling, and cancel notices.
+
+Crash safety, step by step:
+- The ERP is called with an Idempotency-Key fixed per (store, order, event): a crash after the
+  ERP accepted but before we saved it only causes a replay the ERP recognises.
+- start-handling is called only once `erp_accepted_at` is saved. A crash after VTEX's 204 but before
+  we saved it leads to one more call, answered 409 OMS003, which re-reads the order and finds it handled.
+- Every write checks the claim token, so a worker whose claim expired cannot overwrite the next one.
+- No database transaction is open during an HTTP call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from feeds.models import Store
+from feeds.vtex.client import Call, OrderDocument, VtexClient, VtexError, VtexUnavailable
+from orders import erp
+from orders.models import OrderSync, SyncAttempt
+from orders.services.backoff import retry_delay
+
+log = logging.getLogger("hub.orders")
+
+READY = "ready-for-handling"
+CANCELED_STATUSES = frozenset({"cancel", "canceled"})
+# Statuses past start-handling: if VTEX reports one of these, handling has started.
+HANDLED_STATUSES = frozenset({"start-handling", "handling", "ready-for-invoicing", "invoice", "invoiced"})
+WORKING_STATES = (OrderSync.State.NEW, OrderSync.State.SENT_TO_ERP)
+
+
+class ClaimLost(Exception):
+    """Our claim expired and another worker took the order: stop without writing."""
+
+
+@dataclass(frozen=True)
+class Clients:
+    vtex: VtexClient
+    erp: erp.ErpConnector
+
+
+_local = threading.local()
+
+
+def clients_for(store: Store) -> Clients:
+    """Per-thread clients (requests sessions are not thread-safe); rebuilt when the store changes."""
+    cache: dict[int, tuple[Any, Clients]] = _local.__dict__.setdefault("clients", {})
+    version = (store.updated_at, store.erp.pk, store.erp.url, store.erp.connector, store.erp.timeout_seconds,
+               tuple(sorted((store.erp.headers or {}).items())))
+    cached = cache.get(store.pk)
+    if cached and cached[0] == version:
+        return cached[1]
+    vtex = VtexClient(base_url=store.vtex_base_url, app_key=store.app_key, app_token=store.app_token,
+                      timeout=settings.HUB_HTTP_TIMEOUT_SECONDS)
+    cache[store.pk] = (version, Clients(vtex=vtex, erp=erp.connector_for(store.erp)))
+    return cache[store.pk][1]
+
+
+def order_claim(*, sync_id: int, due_only: bool = True) -> str | None:
+    """Hand the order to this worker alone; returns the claim token, or None if someone has it."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    rows = OrderSync.objects.filter(pk=sync_id).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    if due_only:
+        rows = rows.filter(next_attempt_at__lte=now)
+    claimed = rows.update(claim_token=token, claimed_until=now + timedelta(seconds=settings.HUB_CLAIM_SECONDS))
+    return token if claimed == 1 else None
+
+
+def has_work(sync: OrderSync) -> bool:
+    """Whether the dispatcher should come back to this order on its own (parked orders wait for staff)."""
+    if sync.state == OrderSync.State.NEEDS_ATTENTION:
+        return False
+    if sync.state in WORKING_STATES:
+        return True
+    return sync.cancel_pending and not sync.erp_cancel_sent_at
+
+
+class OrderRun:
+    """The work on one claimed order. `by` is "schedule" or a staff username."""
+
+    def __init__(self, *, sync_id: int, token: str, by: str) -> None:
+        self.sync_id, self.token, self.by = sync_id, token, by
+        self.sync = OrderSync.objects.select_related("store", "store__erp").get(pk=sync_id)
+        self.clients = clients_for(self.sync.store)
+
+    # --- writing -------------------------------------------------------------------------
+    def save(self, *, step: str | None = None, outcome: str = SyncAttempt.Outcome.OK, message: str = "",
+             call: Call | None = None, request_excerpt: str = "", release: bool = False,
+             retry_at: Any = None, **fields: Any) -> OrderSync:
+        """Write fields and one timeline row in one transaction, if we still hold the claim."""
+        with transaction.atomic():
+            sync = OrderSync.objects.select_for_update().filter(pk=self.sync_id, claim_token=self.token).first()
+            if sync is None:
+                raise ClaimLost(self.sync_id)
+            for name, value in fields.items():
+                setattr(sync, name, value)
+            update = set(fields) | {"updated_at"}
+            if release:
+                # Re-read flags (a cancel may have arrived while we worked) before deciding what is next.
+                sync.next_attempt_at = retry_at or (timezone.now() if has_work(sync) else None)
+                sync.claim_token, sync.claimed_until = "", None
+                update |= {"next_attempt_at", "claim_token", "claimed_until"}
+            sync.save(update_fields=sorted(update))
+            if step:
+                SyncAttempt.objects.create(
+                    order=sync, step=step, outcome=outcome, message=message[:2000], triggered_by=self.by,
+                    http_status=call.status if call else None, duration_ms=call.duration_ms if call else None,
+                    response_excerpt=call.excerpt if call else "", request_excerpt=request_excerpt,
+                )
+        self.sync = sync
+        return sync
+
+    def retry(self, *, step: str, message: str, kind: str, call: Call | None = None,
+              retry_after: float | None = None, rate_limited: bool = False) -> OrderSync:
+        attempts = self.sync.attempts + 1
+        if attempts >= settings.HUB_MAX_ATTEMPTS:
+            return self.park(step=step, kind=kind, call=call,
+                             message=f"gave up after {attempts} attempts: {message}", attempts=attempts)
+        delay = retry_delay(attempts, retry_after=retry_after, rate_limited=rate_limited)
+        return self.save(step=step, outcome=SyncAttempt.Outcome.RETRY, call=call, release=True,
+                         message=f"{message}; retry in {delay:.0f}s",
+                         retry_at=timezone.now() + timedelta(seconds=delay),
+                         attempts=attempts, last_error=message, error_kind=kind)
+
+    def park(self, *, step: str, message: str, kind: str, call: Call | None = None, **fields: Any) -> OrderSync:
+        """Needs attention: nothing more happens until staff act (or a cancel notice is owed)."""
+        log.warning("order %s needs attention: %s", self.sync.order_id, message)
+        fields.setdefault("attempts", self.sync.attempts + 1)
+        return self.save(step=step, outcome=SyncAttempt.Outcome.FAILED, call=call, message=message, release=True,
+                         state=OrderSync.State.NEEDS_ATTENTION, last_error=message, error_kind=kind, **fields)
+
+    # --- the steps -----------------------------------------------------------------------
+    def run(self) -> str:
+        """Advance the order as far as it goes now; returns its sync state."""
+        try:
+            for _ in range(6):  # each pass moves one step; the bound only guards against a bug looping
+                if not self.step_once():
+                    break
+            else:
+                self.save(release=True)
+        except ClaimLost:
+            log.warning("order %s: claim lost to another worker", self.sync.order_id)
+        return self.sync.state
+
+    def step_once(self) -> bool:
+        """Do the next step. True when there may be another one to do now."""
+        sync = self.sync
+        try:
+            if sync.cancel_pending and not sync.erp_cancel_sent_at:
+                return self.step_cancel()
+            if sync.state == OrderSync.State.NEW:
+                return self.step_send_to_erp()
+            if sync.state == OrderSync.State.SENT_TO_ERP:
+                return self.step_start_handling()
+        except VtexUnavailable as exc:
+            if exc.rate_limited:
+                store_pause(store_id=sync.store_id, retry_after=exc.retry_after)
+            self.retry(step=self._step_of(exc.call), message=str(exc), call=exc.call, retry_after=exc.retry_after,
+                       rate_limited=exc.rate_limited, kind="vtex_rate_limited" if exc.rate_limited else "vtex_unavailable")
+            return False
+        except VtexError as exc:
+            self.park(step=self._step_of(exc.call), message=str(exc), call=exc.call, kind="vtex_refused")
+            return False
+        self.save(release=True)
+        return False
+
+    @staticmethod
+    def _step_of(call: Call | None) -> str:
+        if call and call.path.endswith("/start-handling"):
+            return SyncAttempt.Step.START_HANDLING
+        return SyncAttempt.Step.GET_ORDER
+
+    def get_order(self) -> OrderDocument:
+        doc = self.clients.vtex.order_get(self.sync.order_id)
+        profile = doc.raw.get("clientProfileData") or {}
+        self.save(step=SyncAttempt.Step.GET_ORDER, call=doc.call, message=f"VTEX status: {doc.status}",
+                  vtex_status=doc.status[:60], order_snapshot=doc.raw, sequence=str(doc.raw.get("sequence") or "")[:40],
+                  customer_email=str(profile.get("email") or "")[:254] if isinstance(profile, dict) else "")
+        return doc
+
+    def send_to_erp(self, *, event: str, order: dict) -> erp.ErpResult:
+        key = erp.idempotency_key(store_name=self.sync.store.name, order_id=self.sync.order_id, event=event)
+        return self.clients.erp.send(event=event, store_name=self.sync.store.name, order_id=self.sync.order_id,
+                                     order=order, idempotency_key=key)
+
+    def step_send_to_erp(self) -> bool:
+        doc = self.get_order()
+        if doc.status in CANCELED_STATUSES:
+            self.save(step=SyncAttempt.Step.GET_ORDER, outcome=SyncAttempt.Outcome.INFO, release=True,
+                      message="canceled before it reached the ERP: nothing sent",
+                      state=OrderSync.State.CANCELED, cancel_pending=False, attempts=0, last_error="", error_kind="")
+            return False
+        if doc.status in HANDLED_STATUSES:
+            self.park(step=SyncAttempt.Step.GET_ORDER, kind="handled_elsewhere",
+                      message=f"VTEX already says '{doc.status}' but the hub never sent this order to the ERP: "
+                              "resend it or mark it resolved")
+            return False
+        if doc.status != READY:
+            self.retry(step=SyncAttempt.Step.GET_ORDER, kind="not_ready",
+                       message=f"VTEX says '{doc.status}', not ready-for-handling yet")
+            return False
+        result = self.send_to_erp(event=erp.ORDER_READY, order=doc.raw)
+        if not self._erp_result(result, step=SyncAttempt.Step.ERP_SEND):
+            return False
+        self.save(step=SyncAttempt.Step.ERP_SEND, call=_erp_call(result), message=result.message,
+                  state=OrderSync.State.SENT_TO_ERP, erp_accepted_at=timezone.now(),
+                  erp_reference=result.reference, attempts=0, last_error="", error_kind="")
+        return True
+
+    def _erp_result(self, result: erp.ErpResult, *, step: str) -> bool:
+        """True when accepted; otherwise schedules a retry or parks the order."""
+        if result.outcome == "accepted":
+            return True
+        if result.outcome == "retry":
+            self.retry(step=step, message=result.message, call=_erp_call(result), kind="erp_unavailable",
+                       retry_after=result.retry_after)
+        else:
+            self.park(step=step, message=f"{result.message}: {result.excerpt[:300]}", call=_erp_call(result),
+                      kind="erp_refused")
+        return False
+
+    def step_start_handling(self) -> bool:
+        try:
+            call = self.clients.vtex.order_start_handling(self.sync.order_id)
+        except VtexError as exc:
+            if exc.status != 409 or isinstance(exc, VtexUnavailable):
+                raise
+            # OMS003: not in ready-for-handling. Ask VTEX where the order is now.
+            self.save(step=SyncAttempt.Step.START_HANDLING, outcome=SyncAttempt.Outcome.INFO, call=exc.call,
+                      message=f"{exc}; checking the order's status")
+            return self.after_conflict()
+        self.save(step=SyncAttempt.Step.START_HANDLING, call=call, message="handling started", release=True,
+                  state=OrderSync.State.HANDLING_STARTED, handling_started_at=timezone.now(), vtex_status="handling",
+                  attempts=0, last_error="", error_kind="")
+        return False
+
+    def after_conflict(self) -> bool:
+        doc = self.get_order()
+        if doc.status in HANDLED_STATUSES:
+            self.save(step=SyncAttempt.Step.START_HANDLING, outcome=SyncAttempt.Outcome.OK, release=True,
+                      message=f"VTEX already has the order in '{doc.status}'",
+                      state=OrderSync.State.HANDLING_STARTED, handling_started_at=timezone.now(),
+                      attempts=0, last_error="", error_kind="")
+            return False
+        if doc.status in CANCELED_STATUSES:
+            self.save(cancel_pending=True)  # the ERP has it: the next pass sends the cancel notice
+            return True
+        if doc.status == READY:
+            self.retry(step=SyncAttempt.Step.START_HANDLING, kind="vtex_unavailable",
+                       message="VTEX answered 409 but still says ready-for-handling")
+            return False
+        self.park(step=SyncAttempt.Step.START_HANDLING, kind="unexpected_status",
+                  message=f"start-handling refused and VTEX says '{doc.status}'")
+        return False
+
+    def step_cancel(self) -> bool:
+        doc = self.get_order()
+        if doc.status not in CANCELED_STATUSES:
+            self.save(step=SyncAttempt.Step.ERP_CANCEL, outcome=SyncAttempt.Outcome.INFO, cancel_pending=False,
+                      message=f"cancel event, but VTEX says '{doc.status}': no cancel notice")
+            return True
+        if not self.sync.erp_has_order:
+            self.save(step=SyncAttempt.Step.GET_ORDER, outcome=SyncAttempt.Outcome.INFO, release=True,
+                      message="canceled before it reached the ERP: nothing sent",
+                      state=OrderSync.State.CANCELED, cancel_pending=False, attempts=0, last_error="", error_kind="")
+            return False
+        result = self.send_to_erp(event=erp.ORDER_CANCELED, order=doc.raw)
+        if not self._erp_result(result, step=SyncAttempt.Step.ERP_CANCEL):
+            return False
+        self.save(step=SyncAttempt.Step.ERP_CANCEL, call=_erp_call(result), message=result.message, release=True,
+                  state=OrderSync.State.CANCELED, cancel_pending=False, erp_cancel_sent_at=timezone.now(),
+                  attempts=0, last_error="", error_kind="")
+        return False
+
+
+def _erp_call(result: erp.ErpResult) -> Call:
+    return Call("POST", "erp", result.status, result.duration_ms, result.excerpt)
+
+
+def store_pause(*, store_id: int, retry_after: float | None) -> None:
+    """After a 429, no call goes to this VTEX account until Retry-After (60 s if none) has passed."""
+    seconds = retry_after if retry_after is not None else settings.HUB_RATE_LIMIT_DEFAULT_SECONDS
+    until = timezone.now() + timedelta(seconds=seconds)
+    Store.objects.filter(pk=store_id).filter(Q(vtex_paused_until__isnull=True) | Q(vtex_paused_until__lt=until)).update(
+        vtex_paused_until=until
+    )
+
+
+def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True) -> str | None:
+    """Claim the order and advance it. None when another worker holds it (or it is not due)."""
+    token = order_claim(sync_id=sync_id, due_only=due_only)
+    if token is None:
+        return None
+    run = OrderRun(sync_id=sync_id, token=token, by=by)
+    try:
+        return run.run()
+    except Exception as exc:  # a bug must not leave the order claimed for HUB_CLAIM_SECONDS
+        log.exception("order %s: unexpected error", run.sync.order_id)
+        try:
+            run.retry(step=SyncAttempt.Step.GET_ORDER, message=f"internal error: {type(exc).__name__}: {exc}",
+                      kind="internal_error")
+        except ClaimLost:
+            pass
+        return run.sync.state

@@ -1,0 +1,243 @@
+"""Order documents shaped like VTEX's Get order answer, with varied but consistent fake data."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.timestamps import iso_offset, iso_z
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Admin labels as VTEX's `statusDescription` shows them (obsolete field, kept for realism).
+STATUS_DESCRIPTIONS = {
+    "payment-pending": "Pagamento Pendente",
+    "payment-approved": "Pagamento Aprovado",
+    "window-to-cancel": "Carência para Cancelamento",
+    "ready-for-handling": "Pronto para o manuseio",
+    "start-handling": "Iniciar Manuseio",
+    "handling": "Preparando Entrega",
+    "invoice": "Verificando Envio",
+    "invoiced": "Faturado",
+    "cancel": "Cancelando",
+    "canceled": "Cancelado",
+}
+NOT_CANCELLABLE = {"cancel", "canceled", "invoice", "invoiced"}
+
+FIRST_NAMES = ["Ana", "Bruno", "Carla", "Diego", "Elisa", "Fábio", "Gabriela", "Heitor", "Isabela", "João",
+               "Larissa", "Marcos", "Natália", "Otávio", "Paula", "Rafael", "Sofia", "Tiago", "Vanessa", "Wagner"]
+LAST_NAMES = ["Silva", "Santos", "Oliveira", "Souza", "Lima", "Pereira", "Ferreira", "Costa", "Rodrigues",
+              "Almeida", "Nascimento", "Carvalho", "Gomes", "Martins", "Araújo", "Ribeiro"]
+# (city, state, area code, postal prefix, neighborhood, street, lon, lat)
+PLACES = [
+    ("Rio de Janeiro", "RJ", "21", "22", "Botafogo", "Rua Voluntários da Pátria", -43.18, -22.95),
+    ("São Paulo", "SP", "11", "01", "Pinheiros", "Rua dos Pinheiros", -46.68, -23.56),
+    ("Belo Horizonte", "MG", "31", "30", "Savassi", "Rua Pernambuco", -43.93, -19.93),
+    ("Curitiba", "PR", "41", "80", "Batel", "Avenida do Batel", -49.29, -25.44),
+    ("Porto Alegre", "RS", "51", "90", "Moinhos de Vento", "Rua Padre Chagas", -51.20, -30.02),
+    ("Salvador", "BA", "71", "40", "Barra", "Avenida Oceânica", -38.52, -13.01),
+    ("Recife", "PE", "81", "50", "Boa Viagem", "Avenida Boa Viagem", -34.89, -8.12),
+    ("Florianópolis", "SC", "48", "88", "Centro", "Rua Felipe Schmidt", -48.55, -27.60),
+]
+# (sku id, product id, name, ref id, price in cents, list price in cents)
+PRODUCTS = [
+    ("18", "6", "Bay Max L", "BIGBML", 990, 1990),
+    ("21", "7", "Camiseta Básica Azul M", "CAMAZM", 4990, 5990),
+    ("34", "11", "Tênis Corrida 42", "TENC42", 29990, 34990),
+    ("35", "11", "Tênis Corrida 40", "TENC40", 29990, 34990),
+    ("52", "19", "Garrafa Térmica 1L", "GART1L", 8990, 8990),
+    ("77", "23", "Mochila Urbana", "MOCURB", 15900, 19900),
+    ("81", "25", "Fone Bluetooth", "FONEBT", 24990, 29990),
+    ("96", "31", "Caneca Cerâmica", "CANCER", 3490, 3490),
+]
+SHIPPING_PRICES = [0, 990, 1500, 2500]
+
+
+def load_fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+@dataclass
+class OrderRecord:
+    """One order; its JSON is serialized once per change, not once per GET."""
+
+    order_id: str
+    doc: dict[str, Any]
+    last_change: float
+    _json: bytes | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return self.doc["status"]
+
+    def to_json(self) -> bytes:
+        if self._json is None:
+            self._json = json.dumps(self.doc, ensure_ascii=False).encode()
+        return self._json
+
+    def copy(self) -> dict[str, Any]:
+        return json.loads(self.to_json())
+
+    def set_status(self, status: str, now: float) -> None:
+        doc = self.doc
+        doc["status"] = status
+        doc["statusDescription"] = STATUS_DESCRIPTIONS.get(status, status)
+        doc["lastChange"] = iso_offset(now)
+        doc["allowCancellation"] = status not in NOT_CANCELLABLE
+        if status == "invoiced":
+            doc["invoicedDate"] = iso_offset(now)
+        self.last_change = now
+        self._json = None
+
+    def set_cancellation(self, reason: str, requested_by_user: bool, now: float) -> None:
+        # PascalCase keys, as in VTEX's own Get order example.
+        self.doc["cancelReason"] = reason
+        self.doc["cancellationData"] = {
+            "RequestedByUser": requested_by_user,
+            "RequestedBySystem": False,
+            "RequestedBySellerNotification": not requested_by_user,
+            "RequestedByPaymentNotification": False,
+            "Reason": reason,
+            "CancellationDate": iso_z(now),
+        }
+        self._json = None
+
+
+class OrderFactory:
+    """Builds order documents from VTEX's public example; seeded, so a seed gives the same orders."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+        template = load_fixture("get-order-response.json")
+        # Kept as text: json.loads is a deep copy, about twice as fast as copy.deepcopy.
+        self._item_text = json.dumps(template["items"][0])
+        self._logistics_text = json.dumps(template["shippingData"]["logisticsInfo"][0])
+        template["items"], template["shippingData"]["logisticsInfo"] = [], []  # rebuilt per order
+        self._template_text = json.dumps(template)
+        self._next_group = self._rng.randrange(10**11, 9 * 10**11)
+        self._count = 0
+
+    def next_order_id(self) -> str:
+        """`1` + 12 digits + `-01`, like VTEX's `1172452900788-01` (order group + seller split)."""
+        self._next_group += 1
+        return f"1{self._next_group:012d}-01"
+
+    def build(self, *, order_id: str, status: str, now: float) -> OrderRecord:
+        self._count += 1
+        n = self._count
+        doc: dict[str, Any] = json.loads(self._template_text)
+        doc["orderId"] = order_id
+        doc["orderGroup"] = order_id.rsplit("-", 1)[0]
+        doc["sequence"] = str(500_000 + n)
+        doc["sellerOrderId"] = f"00-{order_id}"
+        doc["marketplaceOrderId"] = ""
+        doc["creationDate"] = doc["authorizedDate"] = iso_offset(now)
+        # A fresh order has no invoice, cancellation or post-sale change yet; the example mixes all of them.
+        doc["invoicedDate"] = None
+        doc["cancelReason"] = None
+        doc["cancellationData"] = None
+        doc["changesAttachment"] = None
+        doc["packageAttachment"]["packages"] = []
+        first, last = self._customer(doc, n)
+        self._address(doc, f"{first} {last}")
+        self._items_and_totals(doc, order_id)
+        record = OrderRecord(order_id=order_id, doc=doc, last_change=now)
+        record.set_status(status, now)
+        return record
+
+    def _hex(self, length: int = 32) -> str:
+        return f"{self._rng.getrandbits(length * 4):0{length}X}"
+
+    def _uuid(self) -> str:
+        h = self._hex().lower()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def _cpf(self) -> str:
+        """A CPF with valid check digits, formatted like the example (`845.134.270-19`)."""
+        digits = [self._rng.randrange(10) for _ in range(9)]
+        for weight_start in (10, 11):
+            total = sum(d * w for d, w in zip(digits, range(weight_start, 1, -1)))
+            digits.append(0 if total % 11 < 2 else 11 - total % 11)
+        s = "".join(map(str, digits))
+        return f"{s[:3]}.{s[3:6]}.{s[6:9]}-{s[9:]}"
+
+    def _customer(self, doc: dict[str, Any], n: int) -> tuple[str, str]:
+        rng = self._rng
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        area = rng.choice(PLACES)[2]
+        phone = f"+55{area}9{rng.randrange(10**7, 10**8)}"
+        profile = doc["clientProfileData"]
+        profile.update(
+            id=f"clientProfile_{n}",
+            email=f"customer{n}@example.com",
+            firstName=first,
+            lastName=last,
+            document=self._cpf(),
+            phone=phone,
+            userProfileId=self._uuid(),
+            userProfileVersion=self._uuid(),
+            customerCode=self._uuid(),
+        )
+        for contact in doc["shippingData"].get("contactInformation") or []:
+            contact.update(email=profile["email"], firstName=first, lastName=last, phone=phone.lstrip("+"),
+                           document=profile["document"])
+        return first, last
+
+    def _address(self, doc: dict[str, Any], receiver: str) -> None:
+        rng = self._rng
+        city, state, _, postal, neighborhood, street, lon, lat = rng.choice(PLACES)
+        address = doc["shippingData"]["address"]
+        address.update(
+            receiverName=receiver,
+            addressId=str(rng.randrange(10**12, 10**13)),
+            versionId=self._uuid(),
+            entityId=self._uuid(),
+            postalCode=f"{postal}{rng.randrange(100, 1000)}-{rng.randrange(1000):03d}",
+            city=city,
+            state=state,
+            street=street,
+            number=str(rng.randrange(1, 3000)),
+            neighborhood=neighborhood,
+            complement=rng.choice(["", "apto 101", "casa 2", "bloco B"]),
+            reference=None,
+            geoCoordinates=[round(lon + rng.uniform(-0.05, 0.05), 7), round(lat + rng.uniform(-0.05, 0.05), 7)],
+        )
+        doc["shippingData"]["selectedAddresses"] = [dict(address)]
+
+    def _items_and_totals(self, doc: dict[str, Any], order_id: str) -> None:
+        rng = self._rng
+        shipping = rng.choice(SHIPPING_PRICES)
+        items, logistics = [], []
+        for index, (sku, product, name, ref, price, list_price) in enumerate(rng.sample(PRODUCTS, rng.randint(1, 3))):
+            quantity = rng.randint(1, 3)
+            item = json.loads(self._item_text)
+            item.update(
+                uniqueId=self._hex(), id=sku, productId=product, ean=str(7890000000000 + int(sku)), refId=ref,
+                name=name, quantity=quantity, price=price, listPrice=list_price, sellingPrice=price, sellerSku=sku,
+                lockId=f"00-{order_id}", costPrice=price // 2, parentItemIndex=None, parentAssemblyBinding=None,
+                priceDefinition={"sellingPrices": [{"value": price, "quantity": quantity}],
+                                 "calculatedSellingPrice": price, "total": price * quantity, "reason": None},
+            )
+            items.append(item)
+            info = json.loads(self._logistics_text)
+            # The whole freight sits on the first item so that totals stay simple to check.
+            item_shipping = shipping if index == 0 else 0
+            info.update(itemIndex=index, price=item_shipping, listPrice=item_shipping, sellingPrice=item_shipping)
+            for delivery in info.get("deliveryIds") or []:
+                delivery["quantity"] = quantity
+            logistics.append(info)
+        doc["items"] = items
+        doc["shippingData"]["logisticsInfo"] = logistics
+        items_total = sum(i["price"] * i["quantity"] for i in items)
+        amounts = {"Items": items_total, "Discounts": 0, "Shipping": shipping, "Tax": 0}
+        for total in doc["totals"]:
+            total["value"] = amounts.get(total["id"], 0)
+        doc["value"] = items_total + shipping
+        doc["roundingError"] = 0
+        for transaction in doc["paymentData"]["transactions"]:
+            transaction["transactionId"] = self._hex()
+            for payment in transaction["payments"]:
+                payment.update(id=self._hex(), value=doc["value"], referenceValue=doc["value"])

@@ -1,0 +1,320 @@
+"""What each route does when no fault gets in the way: VTEX Orders API, ERP receiver, control endpoints.
+
+`RouteActions` is mixed into `Sandbox` and works on its state; every state access takes `self._lock`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from sandbox.erp import ErpReceiver, ErpRequestError, parse_erp_request
+from sandbox.faults import NOT_READY_FOR_HANDLING, UNAUTHORIZED, ScriptedFault, json_response, vtex_error
+from sandbox.feed import ConfigError, FeedConfig, FeedQueue, parse_feed_config
+from sandbox.hook import parse_hook_config, ping
+from sandbox.orders import OrderRecord
+from sandbox.records import Response
+from sandbox.routing import Route
+from sandbox.timestamps import iso_offset
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+NOT_CANCELLABLE = {"invoice", "invoiced"}  # invoiced, or an invoice being verified (partially invoiced)
+KNOBS = {"latency_ms", "fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate", "retry_after_seconds",
+         "shuffle"}
+
+
+class BadRequest(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Call:
+    """One incoming request, parsed once."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    @classmethod
+    def parse(cls, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Call:
+        parts = urlsplit(raw_path)
+        query = {key: values[0] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        return cls(method=method, path=parts.path, query=query, headers=headers, body=body)
+
+    def json(self, *, allow_empty: bool = False) -> Any:
+        if allow_empty and not self.body.strip():
+            return {}
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise BadRequest("body must be JSON") from None
+
+
+def bad_request(message: str) -> Response:
+    return vtex_error(400, "400", message)
+
+
+def config_error(exc: ConfigError) -> Response:
+    return vtex_error(exc.status, str(exc.status), exc.message)
+
+
+class RouteActions:
+    # Provided by Sandbox.
+    _lock: threading.Lock
+    _orders: dict[str, OrderRecord]
+    _status_counts: Counter[str]
+    _queue: FeedQueue
+    _feed: FeedConfig | None
+    _erp: ErpReceiver
+    _data_rng: random.Random
+    _scripted: dict[str, deque[ScriptedFault]]
+    hook_config: dict[str, Any] | None
+    committed_handles: list[str]
+    shuffle: bool
+    clock: Callable[[], float]
+    _expire: Callable[[float], None]
+    _move: Callable[[OrderRecord, str, float], dict[str, Any]]
+    create_orders: Callable[..., list[str]]
+    set_status: Callable[[str, str], dict[str, Any]]
+    fail_next: Callable[..., None]
+    stats: Callable[[], dict[str, Any]]
+
+    def act(self, route: Route, call: Call) -> Response:
+        action = getattr(self, f"_do_{route.name}")
+        try:
+            return action(route, call)
+        except BadRequest as exc:
+            return json_response(400, {"error": str(exc)}) if route.kind == "erp" else bad_request(str(exc))
+        except ConfigError as exc:
+            return config_error(exc)
+
+    @staticmethod
+    def not_found(call: Call) -> Response:
+        return vtex_error(404, "404", f"No route for {call.method} {call.path}")
+
+    @staticmethod
+    def unauthorized() -> Response:
+        return json_response(401, UNAUTHORIZED)
+
+    # ---- feed ------------------------------------------------------------------------------------
+
+    def _config_view(self) -> Response:
+        """GET feed/config body; call with the lock held."""
+        if self._feed is None:
+            return vtex_error(404, "404", "Feed configuration not found")
+        now = self.clock()
+        self._expire(now)
+        stored = self._feed.stored
+        return json_response(200, {
+            "filter": stored["filter"],
+            # VTEX answers with a lower-case `m`, though the request field starts with `M`.
+            "queue": {"visibilityTimeoutInSeconds": self._feed.visibility,
+                      "messageRetentionPeriodInSeconds": self._feed.retention},
+            "quantity": len(self._queue),
+            "approximateAgeOfOldestMessageInSeconds": self._queue.oldest_age(now),
+        })
+
+    def _do_feed_config_get(self, route: Route, call: Call) -> Response:
+        with self._lock:
+            return self._config_view()
+
+    def _do_feed_config_set(self, route: Route, call: Call) -> Response:
+        config = parse_feed_config(call.json())  # compiles JSONata outside the lock
+        with self._lock:
+            # Reconfiguring keeps queued messages, as VTEX does.
+            self._feed = config
+        return Response(200)
+
+    def _do_feed_config_delete(self, route: Route, call: Call) -> Response:
+        with self._lock:
+            if self._feed is None:
+                return vtex_error(404, "404", "Feed configuration not found")
+            self._feed = None
+        return Response(200)
+
+    @staticmethod
+    def _maxlot(call: Call) -> int:
+        raw = call.query.get("maxlot", "")
+        if not raw.isdigit() or not 1 <= int(raw) <= 10:
+            raise BadRequest("maxlot must be an integer between 1 and 10")
+        return int(raw)
+
+    def _do_feed_read(self, route: Route, call: Call) -> Response:
+        with self._lock:
+            if self._feed is None:
+                return vtex_error(404, "404", "Feed configuration not found")
+        maxlot = self._maxlot(call)
+        now = self.clock()
+        with self._lock:
+            if self._feed is None:
+                return vtex_error(404, "404", "Feed configuration not found")
+            self._expire(now)
+            items = self._queue.read(maxlot, now, visibility=self._feed.visibility, shuffle=self.shuffle)
+        return json_response(200, items)
+
+    def _do_feed_commit(self, route: Route, call: Call) -> Response:
+        payload = call.json()
+        handles = payload.get("handles") if isinstance(payload, dict) else None
+        if not isinstance(handles, list):
+            raise BadRequest("handles must be a list")
+        with self._lock:
+            # Unknown or stale handles are ignored: VTEX's behaviour is undocumented, so we stay lenient.
+            self._queue.commit(handles)
+            self.committed_handles.extend(h for h in handles if isinstance(h, str))
+        return Response(200)
+
+    # ---- orders ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _order_not_found() -> Response:
+        return vtex_error(404, "OMS002", "Order not found")  # shape undocumented; our choice
+
+    def _do_order_get(self, route: Route, call: Call) -> Response:
+        with self._lock:
+            record = self._orders.get(route.order_id)
+            if record is None:
+                return self._order_not_found()
+            return Response(200, record.to_json())
+
+    def _do_start_handling(self, route: Route, call: Call) -> Response:
+        now = self.clock()
+        with self._lock:
+            record = self._orders.get(route.order_id)
+            if record is None:
+                return self._order_not_found()
+            if record.status != "ready-for-handling":
+                return json_response(409, NOT_READY_FOR_HANDLING)
+            self._move(record, "handling", now)
+        return Response(204)
+
+    def _do_cancel(self, route: Route, call: Call) -> Response:
+        payload = call.json(allow_empty=True)
+        payload = payload if isinstance(payload, dict) else {}
+        reason = str(payload.get("reason") or "")
+        now = self.clock()
+        with self._lock:
+            record = self._orders.get(route.order_id)
+            if record is None:
+                return self._order_not_found()
+            if record.status in NOT_CANCELLABLE:
+                return vtex_error(400, "OMS004", "Order cannot be canceled")
+            if record.status != "canceled":  # cancelling twice answers 200 again, without new events
+                record.set_cancellation(reason, bool(payload.get("requestedByUser")), now)
+                self._move(record, "cancel", now)
+                # The platform goes through "cancel" (Canceling) to "canceled"; both changes reach the feed.
+                self._move(record, "canceled", max(self.clock(), now + 0.0001))
+            receipt = f"{self._data_rng.getrandbits(128):032x}"
+        return json_response(200, {"date": iso_offset(now), "orderId": route.order_id, "receipt": receipt})
+
+    # ---- hook ------------------------------------------------------------------------------------
+
+    def _do_hook_config_get(self, route: Route, call: Call) -> Response:
+        with self._lock:
+            if self.hook_config is None:
+                return vtex_error(404, "404", "Hook configuration not found")
+            return json_response(200, self.hook_config)
+
+    def _do_hook_config_set(self, route: Route, call: Call) -> Response:
+        config = parse_hook_config(call.json())
+        # The ping runs outside the lock: the endpoint may take up to 5 s to answer.
+        failure = ping(config["hook"]["url"], config["hook"]["headers"])
+        if failure is not None:
+            return bad_request(f"Hook ping failed: {failure}")
+        with self._lock:
+            self.hook_config = config
+        return Response(200)
+
+    def _do_hook_config_delete(self, route: Route, call: Call) -> Response:
+        with self._lock:
+            if self.hook_config is None:
+                return vtex_error(404, "404", "Hook configuration not found")
+            self.hook_config = None
+        return Response(200)
+
+    # ---- ERP -------------------------------------------------------------------------------------
+
+    def _do_erp(self, route: Route, call: Call) -> Response:
+        try:
+            key, payload = parse_erp_request(call.headers, call.body)  # parsed outside the lock
+        except ErpRequestError as exc:
+            return json_response(400, {"error": str(exc)})
+        now = self.clock()
+        with self._lock:
+            return self._erp.accept(key=key, payload=payload, headers=call.headers, now=now)
+
+    # ---- broken JSON previews --------------------------------------------------------------------
+
+    def preview(self, route: Route, call: Call) -> bytes:
+        """A plausible body for `route`, computed without changing state, to be truncated."""
+        with self._lock:
+            if route.name == "feed_read" and self._feed is not None:
+                maxlot = call.query.get("maxlot", "10")
+                return json.dumps(self._queue.peek(int(maxlot) if maxlot.isdigit() else 10, self.clock())).encode()
+            if route.name == "feed_config_get":
+                return self._config_view().body
+            if route.name == "order_get" and route.order_id in self._orders:
+                return self._orders[route.order_id].to_json()
+            if route.name == "hook_config_get":
+                return json.dumps(self.hook_config or {}).encode()
+            if route.name == "cancel":
+                return json.dumps({"date": iso_offset(self.clock()), "orderId": route.order_id,
+                                   "receipt": f"{self._data_rng.getrandbits(128):032x}"}).encode()
+            if route.name == "erp":
+                return b'{"id": "ERP-000000"}'
+        return b'{"sandbox": "broken_json", "route": "%s"}' % route.name.encode()
+
+    # ---- control (/_sandbox) ---------------------------------------------------------------------
+
+    def _control(self, route: Route, call: Call) -> Response:
+        try:
+            payload = call.json(allow_empty=True) if call.method == "POST" else {}
+            if not isinstance(payload, dict):
+                raise BadRequest("body must be a JSON object")
+            return self._control_action(route, payload)
+        except (BadRequest, ValueError, TypeError) as exc:
+            return json_response(400, {"error": str(exc)})
+        except KeyError as exc:
+            return json_response(404, {"error": str(exc.args[0]) if exc.args else "not found"})
+
+    def _control_action(self, route: Route, payload: dict[str, Any]) -> Response:
+        if route.name == "control_stats":
+            return json_response(200, self.stats())
+        if route.name == "control_orders":
+            count = int(payload.get("count", 1))
+            status = str(payload.get("status", "ready-for-handling"))
+            return json_response(200, {"orderIds": self.create_orders(count, status=status)})
+        if route.name == "control_status":
+            if not isinstance(payload.get("status"), str):
+                raise BadRequest("status is required")
+            return json_response(200, self.set_status(route.order_id, payload["status"]))
+        if route.name == "control_faults":
+            unknown = set(payload) - KNOBS
+            if unknown:
+                raise BadRequest(f"unknown knobs: {sorted(unknown)}")
+            for name, value in payload.items():
+                if name == "retry_after_seconds":
+                    value = None if value is None else int(value)
+                elif name == "shuffle":
+                    value = bool(value)
+                else:
+                    value = float(value)
+                setattr(self, name, value)
+            return json_response(200, {name: getattr(self, name) for name in sorted(KNOBS)})
+        if route.name == "control_fail_next":
+            if "route" not in payload or "status" not in payload:
+                raise BadRequest("route and status are required")
+            self.fail_next(payload["route"], payload["status"], times=int(payload.get("times", 1)),
+                           headers=payload.get("headers"), body=payload.get("body"),
+                           delay_seconds=float(payload.get("delay_seconds", 0)))
+            return json_response(200, {"ok": True})
+        with self._lock:  # control_deliveries
+            return json_response(200, self._erp.summaries())

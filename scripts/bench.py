@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""End-to-end benchmark: sandbox VTEX + ERP in its own process, the hub's `sync` cycle in this one.
+
+    make bench                        # PostgreSQL if DATABASE_URL says so, else SQLite
+    .venv/bin/python scripts/bench.py --orders 2000 --latency-ms 20
+
+Prints orders/s end to end, p50/p95 from event to ERP delivery, SQL queries per order, peak
+memory, and checks that nothing was lost or doubled. It uses a throwaway database of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 60) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
+
+
+def bench_database() -> tuple[str, callable]:
+    """A fresh database next to the configured one, and a function that drops it."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith(("postgres://", "postgresql://")):
+        import psycopg
+
+        base, _, name = url.rpartition("/")
+        bench_name = f"{name.split('?')[0] or 'integrationhub'}_bench"
+        admin = f"{base}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{bench_name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{bench_name}"')
+
+        def drop() -> None:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{bench_name}" WITH (FORCE)')
+
+        return f"{base}/{bench_name}", drop
+    folder = tempfile.mkdtemp(prefix="hub-bench-")
+    return f"sqlite:///{folder}/bench.sqlite3", lambda: None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=None, help="HUB_DISPATCH_CONCURRENCY (default: settings)")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    db_url, drop_db = bench_database()
+    os.environ["DATABASE_URL"] = db_url
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "integrationhub.settings")
+    os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
+    if args.concurrency:
+        os.environ["HUB_DISPATCH_CONCURRENCY"] = str(args.concurrency)
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    call_command("migrate", verbosity=0)
+
+    port = free_port()
+    sandbox = subprocess.Popen(
+        [sys.executable, "manage.py", "vtex_sandbox", "--port", str(port), "--orders", str(args.orders),
+         "--latency-ms", str(args.latency_ms), "--seed", "1"],
+        cwd=ROOT, env={**os.environ, "DJANGO_DEBUG": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if get_json(f"{url}/_sandbox/stats", timeout=2)["queue"] >= args.orders:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise SystemExit("the sandbox did not come up")
+
+        from feeds.cycle import sync_until_idle
+        from feeds.models import FeedEvent
+        from feeds.stores import store_connect
+        from orders.models import OrderSync
+
+        store_connect(name="bench", account="sandbox", app_key="vtexappkey-sandbox-HUB", app_token="sandbox-token",
+                      base_url=url, erp_url=f"{url}/erp/orders")
+
+        queries = Counter()
+        lock = threading.Lock()
+
+        def count(execute, sql, params, many, context):
+            with lock:
+                queries["n"] += 1
+            return execute(sql, params, many, context)
+
+        connection_created.connect(lambda sender, connection, **kw: connection.execute_wrappers.append(count),
+                                   weak=False)
+        connection.close()  # reconnect with the counter in place
+
+        started = time.monotonic()
+        result = sync_until_idle(timeout=args.timeout)
+        elapsed = time.monotonic() - started
+
+        deliveries = get_json(f"{url}/_sandbox/erp/deliveries")
+        stats = get_json(f"{url}/_sandbox/stats")
+        ready_events = {e.order_id: e for e in FeedEvent.objects.filter(state="ready-for-handling", duplicate_of=None)}
+        first_delivery: dict[str, float] = {}
+        keys: dict[str, set[str]] = {}
+        for d in deliveries:
+            if d["event"] == "order.ready":
+                first_delivery[d["order_id"]] = min(d["at"], first_delivery.get(d["order_id"], d["at"]))
+                keys.setdefault(d["order_id"], set()).add(d["idempotency_key"])
+        to_erp = [first_delivery[o] - e.current_change.timestamp() for o, e in ready_events.items() if o in first_delivery]
+        received_to_erp = [first_delivery[o] - e.received_at.timestamp() for o, e in ready_events.items()
+                           if o in first_delivery]
+        handled = OrderSync.objects.filter(state="handling_started").count()
+        doubled = sum(1 for k in keys.values() if len(k) > 1)
+        lost = args.orders - handled
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        print(f"database      {connection.vendor}  concurrency {settings.HUB_DISPATCH_CONCURRENCY}  "
+              f"latency {args.latency_ms:g} ms per VTEX/ERP call")
+        print(f"orders        {args.orders} ready -> {handled} handling started in {elapsed:.1f} s "
+              f"(idle: {result.idle})")
+        print(f"throughput    {handled / elapsed:.1f} orders/s end to end")
+        if to_erp:
+            print(f"event->ERP    p50 {statistics.median(to_erp):.2f} s  p95 {percentile(to_erp, 95):.2f} s "
+                  "(from the event's currentChange; all events exist at start)")
+            print(f"stored->ERP   p50 {statistics.median(received_to_erp):.2f} s  "
+                  f"p95 {percentile(received_to_erp, 95):.2f} s (from when the hub stored the event)")
+        print(f"SQL           {queries['n'] / max(1, args.orders):.1f} queries per order ({queries['n']} in all)")
+        print(f"memory        peak RSS of the hub process {rss_mb:.0f} MB")
+        print(f"VTEX calls    {stats['requests']} requests; start-handling 204: {stats['start_handling_204']}")
+        print(f"checks        lost {lost}, sent twice with a new key {doubled}, "
+              f"ERP deliveries {len(deliveries)} for {len(keys)} orders")
+        return 0 if lost == 0 and doubled == 0 and result.idle else 1
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=10)
+        from django.db import connections
+
+        connections.close_all()
+        drop_db()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

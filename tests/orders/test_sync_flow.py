@@ -1,0 +1,161 @@
+"""The whole flow against the sandbox over real HTTP: feed -> store -> commit -> ERP -> start-handling."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from feeds.cycle import sync_until_idle
+from feeds.models import FeedEvent
+from orders.models import OrderSync, SyncAttempt
+from tests.helpers import keys_by_order, run_sync, start_handling_204, states
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_sends_ready_orders_to_the_erp_then_starts_handling(sandbox, store):
+    order_ids = sandbox.create_orders(5)
+
+    run_sync()
+
+    assert states() == {order_id: "handling_started" for order_id in order_ids}
+    assert all(sandbox.order(order_id)["status"] == "handling" for order_id in order_ids)
+    assert start_handling_204(sandbox) == {order_id: 1 for order_id in order_ids}
+    keys = keys_by_order(sandbox)
+    assert set(keys) == set(order_ids) and all(len(k) == 1 for k in keys.values())
+    first = sandbox.erp_deliveries[0]
+    assert first.body["event"] == "order.ready" and first.body["store"] == "acme"
+    assert first.body["order"]["orderId"] == first.order_id
+    assert first.headers["authorization"] == "Bearer erp-secret-9931"
+    assert first.headers["content-type"] == "application/json"
+    sync = OrderSync.objects.get(order_id=first.order_id)
+    assert sync.erp_reference == first.erp_id and sync.order_snapshot["orderId"] == first.order_id
+    # The ERP got the order before VTEX was asked to start handling it.
+    for order_id in order_ids:
+        erp_at = min(d.at for d in sandbox.erp_deliveries if d.order_id == order_id)
+        sh_at = [r.at for r in sandbox.requests if r.path.endswith(f"/{order_id}/start-handling")]
+        assert sh_at and erp_at < min(sh_at)
+    steps = list(SyncAttempt.objects.filter(order=sync).values_list("step", "outcome", "http_status"))
+    assert steps == [("get_order", "ok", 200), ("erp_send", "ok", 201), ("start_handling", "ok", 204)]
+
+
+def test_every_handle_is_committed_including_ignored_states(sandbox, store):
+    [order_id] = sandbox.create_orders(1)
+    sandbox.enqueue_event(order_id=order_id, state="payment-approved", last_state="payment-pending")
+    sandbox.enqueue_event(order_id=order_id, state="invoiced", last_state="invoice")
+
+    run_sync()
+
+    assert sandbox.queue_size() == 0
+    events = FeedEvent.objects.all()
+    # ready-for-handling, payment-approved, invoiced, and the `handling` event our start-handling caused.
+    assert sorted(events.values_list("state", flat=True)) == ["handling", "invoiced", "payment-approved",
+                                                              "ready-for-handling"]
+    assert all(event.committed_at for event in events)
+    assert set(sandbox.committed_handles) >= {event.handle for event in events}
+    assert events.get(state="payment-approved").outcome == "ignored"
+    commits = [r for r in sandbox.requests if r.method == "POST" and r.path == "/api/orders/feed"]
+    assert commits and all(r.headers["content-type"] == "application/json" for r in commits)
+
+
+def test_duplicate_events_are_recorded_but_processed_once(sandbox, store):
+    [order_id] = sandbox.create_orders(1)
+    original = sandbox.enqueue_event(order_id=order_id, state="ready-for-handling")  # a second, distinct event
+    sandbox.enqueue_event(order_id=order_id, state="ready-for-handling", event_id=original["eventId"],
+                          current_change=original["currentChange"])  # SQS redelivery: same eventId
+    sandbox.enqueue_event(order_id=order_id, state="ready-for-handling",
+                          current_change=original["currentChange"])  # same change, new eventId
+
+    run_sync()
+
+    ready = FeedEvent.objects.filter(state="ready-for-handling")
+    assert ready.count() == 4
+    assert ready.filter(outcome="duplicate").count() == 2
+    assert all(e.duplicate_of_id for e in ready.filter(outcome="duplicate"))
+    assert len([d for d in sandbox.erp_deliveries if d.order_id == order_id]) == 1
+    assert start_handling_204(sandbox) == {order_id: 1}
+    assert sandbox.queue_size() == 0
+
+
+def test_malformed_items_are_recorded_and_committed_without_stopping_the_cycle(sandbox, store):
+    sandbox.enqueue_raw({"eventId": "BROKEN1", "state": "ready-for-handling"})  # no orderId
+    sandbox.enqueue_raw({"eventId": "BROKEN2", "orderId": 12345, "state": None})
+    order_ids = sandbox.create_orders(2)
+
+    run_sync()
+
+    malformed = FeedEvent.objects.filter(outcome="malformed")
+    assert malformed.count() == 2
+    assert {e.error for e in malformed} == {"missing or empty: orderId", "missing or empty: orderId, state"}
+    assert all(e.committed_at for e in malformed)
+    assert sandbox.queue_size() == 0
+    assert states() == {order_id: "handling_started" for order_id in order_ids}
+
+
+def test_a_canceled_order_is_never_sent_nor_start_handled(sandbox, store):
+    [order_id] = sandbox.create_orders(1)
+    sandbox.set_status(order_id, "canceled")  # canceled before the hub got to it
+
+    run_sync()
+
+    assert states() == {order_id: "canceled"}
+    assert sandbox.erp_deliveries == []
+    assert sandbox.start_handling_calls == []
+
+
+def test_a_cancel_after_the_erp_has_the_order_sends_a_cancel_notice(sandbox, store):
+    [order_id] = sandbox.create_orders(1)
+    run_sync()
+    sandbox.set_status(order_id, "canceled")
+
+    run_sync()
+
+    sync = OrderSync.objects.get(order_id=order_id)
+    assert sync.state == "canceled" and sync.erp_cancel_sent_at
+    events = [d.event for d in sandbox.erp_deliveries if d.order_id == order_id]
+    assert events == ["order.ready", "order.canceled"]
+
+
+def test_feed_not_configured_is_recorded_for_staff_and_stops_sync_at_once(sandbox, store):
+    sandbox.feed_config = None
+
+    started = time.monotonic()
+    result = sync_until_idle(timeout=30)
+
+    assert time.monotonic() - started < 5
+    assert not result.idle and result.blocked == ["acme: the feed is not configured on VTEX for this appKey"]
+    store.refresh_from_db()
+    assert store.feed_status == "not_configured"
+    assert "not configured" in store.feed_error
+
+
+def test_wrong_credentials_are_reported_and_change_nothing(sandbox, store):
+    store.app_token = "wrong-token-value"
+    store.save()
+    sandbox.create_orders(1)
+
+    result = sync_until_idle(timeout=30)
+
+    store.refresh_from_db()
+    assert store.feed_status == "unauthorized" and "401" in store.feed_error
+    assert result.blocked and "401" in result.blocked[0]
+    assert FeedEvent.objects.count() == 0 and OrderSync.objects.count() == 0
+    assert "wrong-token-value" not in result.summary() + store.feed_error
+    assert sandbox.queue_size() == 1
+
+
+def test_the_token_never_reaches_logs(sandbox, store, caplog):
+    from tests.conftest import TOKEN
+
+    caplog.set_level(logging.DEBUG)
+    sandbox.create_orders(2)
+    sandbox.fail_next("order_get", 500)
+    sandbox.fail_next("erp", 400, body='{"error": "bad order"}')
+
+    run_sync()
+
+    assert TOKEN not in caplog.text
+    assert "erp-secret-9931" not in caplog.text
+    assert OrderSync.objects.filter(state="needs_attention").count() == 1
