@@ -23,9 +23,7 @@ class SyncResult:
     def summary(self) -> str:
         total = PullReport()
         for report in self.pulls:
-            for name in ("read", "queued", "ignored", "duplicates", "malformed", "failed", "committed"):
-                setattr(total, name, getattr(total, name) + getattr(report, name))
-            total.errors += report.errors
+            total.merge(report)
         state = "idle" if self.idle else "NOT idle: " + ("; ".join(self.blocked) or "timeout")
         return f"{total.summary()}\n{self.dispatch.summary()}\n{state}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -42,6 +43,12 @@ class PullReport:
                 "malformed": "malformed", "failed": "failed"}[outcome]
         setattr(self, attr, getattr(self, attr) + 1)
 
+    def merge(self, other: PullReport) -> None:
+        for name in ("read", "queued", "ignored", "duplicates", "malformed", "failed", "committed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors += other.errors
+        self.blocked += other.blocked
+
     def summary(self) -> str:
         text = (f"pulled {self.read} event(s): {self.queued} queued, {self.ignored} ignored, "
                 f"{self.duplicates} duplicate, {self.malformed} malformed, {self.failed} failed; "
@@ -62,51 +69,82 @@ def _json_safe(raw: Any) -> Any:
         return repr(raw)
 
 
-def _find_original(store: Store, item: FeedItem) -> FeedEvent | None:
-    match = Q()
+def _dedup_keys(item: FeedItem) -> list[tuple]:
+    """The two ways VTEX repeats an event: the same eventId, or the same change under a new eventId."""
+    keys: list[tuple] = []
     if item.event_id:
-        match |= Q(event_id=item.event_id)
+        keys.append(("id", item.event_id))
     if item.current_change:
-        match |= Q(order_id=item.order_id, state=item.state, current_change=item.current_change)
+        keys.append(("change", item.order_id, item.state, item.current_change))
+    return keys
+
+
+def _originals(store: Store, items: list[FeedItem]) -> dict[tuple, FeedEvent]:
+    """First sightings already stored for any item of the batch, by dedup key (one query)."""
+    match = Q()
+    for item in items:
+        if item.event_id:
+            match |= Q(event_id=item.event_id)
+        if item.current_change:
+            match |= Q(order_id=item.order_id, state=item.state, current_change=item.current_change)
     if not match:
-        return None
-    return (FeedEvent.objects.filter(match, store=store, duplicate_of__isnull=True)
-            .exclude(outcome=FeedEvent.Outcome.MALFORMED).order_by("pk").first())
+        return {}
+    found: dict[tuple, FeedEvent] = {}
+    rows = (FeedEvent.objects.filter(match, store=store, duplicate_of__isnull=True)
+            .exclude(outcome=FeedEvent.Outcome.MALFORMED).only("pk", "event_id", "order_id", "state", "current_change"))
+    for event in rows:
+        for key in _dedup_keys(FeedItem(raw=None, event_id=event.event_id, order_id=event.order_id,
+                                        state=event.state, current_change=event.current_change)):
+            found.setdefault(key, event)
+    return found
 
 
-def event_store(*, store: Store, item: FeedItem, source: str) -> FeedEvent:
-    """Store one item and note the order work it asks for. Duplicates are stored too, but do nothing."""
-    common = dict(store=store, source=source, handle=item.handle, event_id=item.event_id, order_id=item.order_id,
-                  state=item.state, last_state=item.last_state, domain=item.domain, last_change=item.last_change,
-                  current_change=item.current_change, payload=_json_safe(item.raw))
-    if item.problem:
-        return FeedEvent.objects.create(**common, outcome=FeedEvent.Outcome.MALFORMED, error=item.problem)
-    original = _find_original(store, item)
-    if original is None:
-        try:
-            with transaction.atomic():  # savepoint: a twin stored at this instant (hook vs feed) makes this fail
-                event = FeedEvent.objects.create(**common, outcome=FeedEvent.Outcome.QUEUED)
-        except IntegrityError:
-            original = _find_original(store, item)
-        else:
-            try:
-                with transaction.atomic():
-                    outcome = order_note_event(store=store, order_id=item.order_id, state=item.state,
-                                               happened_at=item.current_change)
-            except Exception as exc:  # keep the event (and the batch); staff can reprocess it
-                log.exception("event %s for order %s could not be processed", item.event_id, item.order_id)
-                event.outcome, event.error = FeedEvent.Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
-            else:
-                event.outcome = outcome
-            event.save(update_fields=["outcome", "error"])
-            return event
-    return FeedEvent.objects.create(**common, outcome=FeedEvent.Outcome.DUPLICATE, duplicate_of=original)
+def _outcome_of(store: Store, item: FeedItem) -> tuple[str, str]:
+    """What the event asks for, noted on the order. A failure is kept on the event, not raised."""
+    try:
+        with transaction.atomic():  # savepoint: a bug here must not lose the rest of the batch
+            return order_note_event(store=store, order_id=item.order_id, state=item.state,
+                                    happened_at=item.current_change), ""
+    except Exception as exc:
+        log.exception("event %s for order %s could not be processed", item.event_id, item.order_id)
+        return FeedEvent.Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
 
 
 def events_store_batch(*, store: Store, items: list[FeedItem], source: str = FeedEvent.Source.FEED) -> list[FeedEvent]:
-    """Store a whole batch in one transaction: either every item is kept, or none is (and none is committed)."""
+    """Store a batch in one transaction (every item or none) and note the order work it asks for.
+
+    Repeats are stored too, pointing at their first sighting, and do nothing. The store row is locked
+    for the transaction, so two readers of one feed (or feed and hook) cannot both take an event as new.
+    """
     with transaction.atomic():
-        return [event_store(store=store, item=item, source=source) for item in items]
+        Store.objects.select_for_update().filter(pk=store.pk).values_list("pk", flat=True).first()
+        seen = _originals(store, [item for item in items if not item.problem])
+        events: list[FeedEvent] = []
+        repeats: list[tuple[FeedEvent, tuple]] = []
+        for item in items:
+            event = FeedEvent(store=store, source=source, handle=item.handle, event_id=item.event_id,
+                              order_id=item.order_id, state=item.state, last_state=item.last_state,
+                              domain=item.domain, last_change=item.last_change, current_change=item.current_change,
+                              payload=_json_safe(item.raw))
+            events.append(event)
+            if item.problem:
+                event.outcome, event.error = FeedEvent.Outcome.MALFORMED, item.problem
+                continue
+            keys = _dedup_keys(item)
+            known = next((key for key in keys if key in seen), None)
+            if known is not None:
+                event.outcome = FeedEvent.Outcome.DUPLICATE
+                repeats.append((event, known))
+                continue
+            event.outcome, event.error = _outcome_of(store, item)
+            for key in keys:
+                seen[key] = event
+        # First sightings first, so that repeats within this very batch can point at them.
+        FeedEvent.objects.bulk_create([event for event in events if event.outcome != FeedEvent.Outcome.DUPLICATE])
+        for event, key in repeats:
+            event.duplicate_of = seen[key]
+        FeedEvent.objects.bulk_create([event for event, _ in repeats])
+    return events
 
 
 def _store_health(store: Store, **fields: Any) -> None:
@@ -115,8 +153,8 @@ def _store_health(store: Store, **fields: Any) -> None:
         setattr(store, name, value)
 
 
-def feed_read_once(*, store: Store, client: VtexClient, report: PullReport) -> bool:
-    """Read one lot, store it, commit its handles. True if the lot had items (there may be more)."""
+def feed_read_once(*, store: Store, client: VtexClient, report: PullReport) -> str:
+    """Read one lot, store it, commit its handles. Returns "items", "empty" or "error"."""
     try:
         items = client.feed_read(MAXLOT)
     except VtexUnavailable as exc:
@@ -124,7 +162,7 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport) -> b
             store_pause(store_id=store.pk, retry_after=exc.retry_after)
         _store_health(store, feed_status=Store.FeedStatus.FAILING, feed_error=str(exc)[:1000])
         report.errors.append(str(exc))
-        return False
+        return "error"
     except VtexError as exc:
         status = {404: Store.FeedStatus.NOT_CONFIGURED, 401: Store.FeedStatus.UNAUTHORIZED,
                   403: Store.FeedStatus.UNAUTHORIZED}.get(exc.status or 0, Store.FeedStatus.FAILING)
@@ -132,10 +170,10 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport) -> b
         _store_health(store, feed_status=status, feed_error=message[:1000])
         report.errors.append(message)
         report.blocked.append(f"{store.name}: {message}")
-        return False
+        return "error"
     if not items:
         _store_health(store, feed_status=Store.FeedStatus.OK, feed_error="", last_pull_at=timezone.now())
-        return False
+        return "empty"
     events = events_store_batch(store=store, items=items)
     report.read += len(items)
     for event in events:
@@ -151,55 +189,85 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport) -> b
         # Stored but not committed: VTEX shows them again after the visibility timeout, as duplicates.
         _store_health(store, feed_status=Store.FeedStatus.FAILING, feed_error=f"commit failed: {exc}"[:1000])
         report.errors.append(f"commit failed: {exc}")
-        return False
+        return "error"
     FeedEvent.objects.filter(pk__in=[event.pk for event in events if event.handle]).update(committed_at=timezone.now())
     report.committed += len(handles)
     _store_health(store, feed_status=Store.FeedStatus.OK, feed_error="", last_pull_at=timezone.now())
-    return True
+    return "items"
 
 
 def store_claim_pull(*, store: Store, seconds: float) -> bool:
-    """Only one reader per feed at a time: two would just fight over visibility timeouts."""
+    """One pulling process per feed at a time (it runs several reader threads of its own)."""
     now = timezone.now()
     return Store.objects.filter(pk=store.pk).filter(
         Q(pull_claimed_until__isnull=True) | Q(pull_claimed_until__lt=now)
     ).update(pull_claimed_until=now + timedelta(seconds=seconds)) == 1
 
 
-def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until_empty: bool = True) -> PullReport:
-    """Read every enabled store's feed, one lot each in turn, until `deadline` (time.monotonic).
+def _seconds_paused(store: Store) -> float:
+    """A 429 seen by any worker (feed or dispatch) pauses the whole account."""
+    until = Store.objects.filter(pk=store.pk).values_list("vtex_paused_until", flat=True).first()
+    return max(0.0, (until - timezone.now()).total_seconds()) if until else 0.0
 
-    until_empty: stop when every feed answered an empty lot (the `sync` command); otherwise keep
-    polling every HUB_IDLE_POLL_SECONDS until the deadline (the scheduled job), so a new event
-    waits seconds, not a minute.
+
+def feed_read_loop(*, store: Store, deadline: float, until_empty: bool) -> PullReport:
+    """One reader: read, store, commit, again. Several run side by side on one feed, like SQS consumers."""
+    report = PullReport()
+    client = vtex_client(store)
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if paused := _seconds_paused(store):
+                if until_empty:
+                    break  # `sync` comes back for it in its next round
+                time.sleep(min(paused, left))
+                continue
+            result = feed_read_once(store=store, client=client, report=report)
+            if result == "items":
+                continue
+            if until_empty:
+                break
+            time.sleep(min(settings.HUB_IDLE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+    finally:
+        client.close()
+        connections.close_all()  # this thread's connection
+    return report
+
+
+def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until_empty: bool = True,
+               readers: int | None = None) -> PullReport:
+    """Read every enabled store's feed with HUB_PULL_CONCURRENCY readers each, until `deadline` (monotonic).
+
+    until_empty: stop when the feeds answer an empty lot (the `sync` command); otherwise keep polling
+    every HUB_IDLE_POLL_SECONDS until the deadline (the scheduled job), so a new event waits seconds,
+    not a minute.
     """
     report = PullReport()
     stores = Store.objects.filter(enabled=True)
     if store_ids is not None:
         stores = stores.filter(pk__in=list(store_ids))
-    # Short and renewed every round, so the feed of a reader that crashed is free again soon.
+    # Short and renewed while we read, so the feed of a process that crashed is free again soon.
     lease = min(60.0, settings.HUB_CLAIM_SECONDS)
     stores = list(stores)
     mine = [store for store in stores if store_claim_pull(store=store, seconds=lease)]
     report.stores_busy = len(stores) - len(mine)
-    clients = {store.pk: vtex_client(store) for store in mine}
+    results: list[PullReport] = []
+
+    def read(store: Store) -> None:
+        results.append(feed_read_loop(store=store, deadline=deadline, until_empty=until_empty))
+
+    threads = [threading.Thread(target=read, args=(store,), name=f"pull-{store.name}-{n}", daemon=True)
+               for store in mine for n in range(max(1, readers or settings.HUB_PULL_CONCURRENCY))]
+    for thread in threads:
+        thread.start()
     try:
-        active = list(mine)
-        while active and time.monotonic() < deadline:
-            got_any = False
-            for store in list(active):
-                if store.vtex_paused_until and store.vtex_paused_until > timezone.now():
-                    continue
-                had_items = feed_read_once(store=store, client=clients[store.pk], report=report)
-                got_any |= had_items
-                if not had_items and until_empty:
-                    active.remove(store)
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(timeout=lease / 4)
             Store.objects.filter(pk__in=[store.pk for store in mine]).update(
                 pull_claimed_until=timezone.now() + timedelta(seconds=lease))
-            if not got_any and active:
-                time.sleep(min(settings.HUB_IDLE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
     finally:
-        for client in clients.values():
-            client.close()
         Store.objects.filter(pk__in=[store.pk for store in mine]).update(pull_claimed_until=None)
+    for result in results:
+        report.merge(result)
+    report.blocked = sorted(set(report.blocked))
     return report

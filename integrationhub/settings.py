@@ -103,6 +103,8 @@ HUB_RETRY_BASE_SECONDS = env.float("HUB_RETRY_BASE_SECONDS", default=5.0)
 HUB_RETRY_MAX_SECONDS = env.float("HUB_RETRY_MAX_SECONDS", default=900.0)
 HUB_MAX_ATTEMPTS = env.int("HUB_MAX_ATTEMPTS", default=10)
 HUB_DISPATCH_CONCURRENCY = env.int("HUB_DISPATCH_CONCURRENCY", default=8)
+HUB_PULL_CONCURRENCY = env.int("HUB_PULL_CONCURRENCY", default=3)  # feed readers per store
+HUB_DISPATCH_POLL_SECONDS = env.float("HUB_DISPATCH_POLL_SECONDS", default=0.5)  # idle dispatcher looks this often
 HUB_HTTP_TIMEOUT_SECONDS = env.float("HUB_HTTP_TIMEOUT_SECONDS", default=20.0)
 HUB_RATE_LIMIT_DEFAULT_SECONDS = env.float("HUB_RATE_LIMIT_DEFAULT_SECONDS", default=60.0)  # 429 without Retry-After
 HUB_JOB_BUDGET_SECONDS = env.float("HUB_JOB_BUDGET_SECONDS", default=50.0)  # each scheduled run loops this long

@@ -7,6 +7,7 @@ os.environ.setdefault("HUB_RETRY_BASE_SECONDS", "0.05")
 os.environ.setdefault("HUB_RETRY_MAX_SECONDS", "0.2")
 os.environ.setdefault("HUB_HTTP_TIMEOUT_SECONDS", "2")
 os.environ.setdefault("HUB_IDLE_POLL_SECONDS", "0.05")
+os.environ.setdefault("HUB_DISPATCH_POLL_SECONDS", "0.05")
 
 from integrationhub.settings import *  # noqa: E402,F403
 from integrationhub.settings import DATABASES, Q_CLUSTER  # noqa: E402

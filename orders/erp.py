@@ -17,6 +17,7 @@ from django.utils.module_loading import import_string
 
 from feeds.models import ErpConnection
 from feeds.vtex.client import EXCERPT_CHARS, parse_retry_after
+from integrationhub.http import new_session
 
 Outcome = Literal["accepted", "retry", "rejected"]
 ORDER_READY = "order.ready"
@@ -53,7 +54,7 @@ class HttpErpConnector:
     def __init__(self, connection: ErpConnection) -> None:
         self.url = connection.url
         self.timeout = connection.timeout_seconds
-        self.session = requests.Session()
+        self.session = new_session(self.url)
         self.session.headers.update({str(k): str(v) for k, v in (connection.headers or {}).items()})
         self.session.headers["Content-Type"] = "application/json"
 

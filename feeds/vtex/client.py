@@ -15,6 +15,8 @@ from typing import Any
 
 import requests
 
+from integrationhub.http import new_session
+
 EXCERPT_CHARS = 500
 
 
@@ -153,7 +155,7 @@ class VtexClient:
     def __init__(self, *, base_url: str, app_key: str, app_token: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = new_session(self.base_url)
         self.session.headers.update(
             {
                 "X-VTEX-API-AppKey": app_key,

@@ -98,7 +98,7 @@ def orders_dispatch(
     for thread in threads:
         thread.start()
     try:
-        idle_pause = settings.HUB_IDLE_POLL_SECONDS
+        idle_pause = settings.HUB_DISPATCH_POLL_SECONDS
         while time.monotonic() < deadline:
             with lock:
                 busy = set(in_flight)

@@ -21,12 +21,17 @@ def order_note_event(*, store: Store, order_id: str, state: str, happened_at: da
     """
     now = timezone.now()
     if state == READY:
-        sync, created = OrderSync.objects.select_for_update().get_or_create(
-            store=store, order_id=order_id,
-            defaults={"next_attempt_at": now, "first_event_at": happened_at or now},
-        )
-        if created or sync.state in (OrderSync.State.NEW, OrderSync.State.SENT_TO_ERP):
-            if not created and sync.next_attempt_at is None:
+        sync = (OrderSync.objects.select_for_update().filter(store=store, order_id=order_id)
+                .only("pk", "state", "next_attempt_at").first())
+        if sync is None:
+            # ON CONFLICT DO NOTHING: if another process created it this instant, its work is queued too.
+            OrderSync.objects.bulk_create(
+                [OrderSync(store=store, order_id=order_id, next_attempt_at=now, first_event_at=happened_at or now)],
+                ignore_conflicts=True,
+            )
+            return FeedEvent.Outcome.QUEUED
+        if sync.state in (OrderSync.State.NEW, OrderSync.State.SENT_TO_ERP):
+            if sync.next_attempt_at is None:
                 OrderSync.objects.filter(pk=sync.pk).update(next_attempt_at=now)
             return FeedEvent.Outcome.QUEUED
         SyncAttempt.objects.create(
@@ -35,7 +40,8 @@ def order_note_event(*, store: Store, order_id: str, state: str, happened_at: da
         )
         return FeedEvent.Outcome.IGNORED
     if state in CANCEL_STATES:
-        sync = OrderSync.objects.select_for_update().filter(store=store, order_id=order_id).first()
+        sync = (OrderSync.objects.select_for_update().filter(store=store, order_id=order_id)
+                .only("pk", "state", "erp_cancel_sent_at", "erp_accepted_at").first())
         if sync is None or sync.erp_cancel_sent_at or (sync.state == OrderSync.State.CANCELED and not sync.erp_has_order):
             return FeedEvent.Outcome.IGNORED  # the ERP never had it, or already knows
         # Only flag it: the worker that may hold the order right now sees the flag when it saves.

@@ -90,16 +90,35 @@ class OrderRun:
 
     def __init__(self, *, sync_id: int, token: str, by: str) -> None:
         self.sync_id, self.token, self.by = sync_id, token, by
-        self.sync = OrderSync.objects.select_related("store", "store__erp").get(pk=sync_id)
+        self.sync = OrderSync.objects.select_related("store", "store__erp").defer("order_snapshot").get(pk=sync_id)
+        self.pending_fields: dict[str, Any] = {}
+        self.pending_attempts: list[SyncAttempt] = []
         self.clients = clients_for(self.sync.store)
 
     # --- writing -------------------------------------------------------------------------
+    def note(self, *, step: str, outcome: str = SyncAttempt.Outcome.OK, message: str = "",
+             call: Call | None = None, **fields: Any) -> None:
+        """Keep a timeline row and fields for the next save(): one transaction instead of two."""
+        self.pending_fields.update(fields)
+        self.pending_attempts.append(self._attempt(step=step, outcome=outcome, message=message, call=call))
+
+    def _attempt(self, *, step: str, outcome: str, message: str, call: Call | None) -> SyncAttempt:
+        return SyncAttempt(
+            order_id=self.sync_id, step=step, outcome=outcome, message=message[:2000], triggered_by=self.by,
+            http_status=call.status if call else None, duration_ms=call.duration_ms if call else None,
+            response_excerpt=call.excerpt if call else "",
+        )
+
     def save(self, *, step: str | None = None, outcome: str = SyncAttempt.Outcome.OK, message: str = "",
-             call: Call | None = None, request_excerpt: str = "", release: bool = False,
-             retry_at: Any = None, **fields: Any) -> OrderSync:
-        """Write fields and one timeline row in one transaction, if we still hold the claim."""
+             call: Call | None = None, release: bool = False, retry_at: Any = None, **fields: Any) -> OrderSync:
+        """Write fields and timeline rows in one transaction, if we still hold the claim."""
+        fields = {**self.pending_fields, **fields}
+        attempts = self.pending_attempts + (
+            [self._attempt(step=step, outcome=outcome, message=message, call=call)] if step else [])
         with transaction.atomic():
-            sync = OrderSync.objects.select_for_update().filter(pk=self.sync_id, claim_token=self.token).first()
+            # Not the order document: it is large and only ever written here.
+            sync = (OrderSync.objects.select_for_update().filter(pk=self.sync_id, claim_token=self.token)
+                    .defer("order_snapshot").first())
             if sync is None:
                 raise ClaimLost(self.sync_id)
             for name, value in fields.items():
@@ -111,12 +130,8 @@ class OrderRun:
                 sync.claim_token, sync.claimed_until = "", None
                 update |= {"next_attempt_at", "claim_token", "claimed_until"}
             sync.save(update_fields=sorted(update))
-            if step:
-                SyncAttempt.objects.create(
-                    order=sync, step=step, outcome=outcome, message=message[:2000], triggered_by=self.by,
-                    http_status=call.status if call else None, duration_ms=call.duration_ms if call else None,
-                    response_excerpt=call.excerpt if call else "", request_excerpt=request_excerpt,
-                )
+            SyncAttempt.objects.bulk_create(attempts)
+        self.pending_fields, self.pending_attempts = {}, []
         self.sync = sync
         return sync
 
@@ -183,7 +198,7 @@ class OrderRun:
     def get_order(self) -> OrderDocument:
         doc = self.clients.vtex.order_get(self.sync.order_id)
         profile = doc.raw.get("clientProfileData") or {}
-        self.save(step=SyncAttempt.Step.GET_ORDER, call=doc.call, message=f"VTEX status: {doc.status}",
+        self.note(step=SyncAttempt.Step.GET_ORDER, call=doc.call, message=f"VTEX status: {doc.status}",
                   vtex_status=doc.status[:60], order_snapshot=doc.raw, sequence=str(doc.raw.get("sequence") or "")[:40],
                   customer_email=str(profile.get("email") or "")[:254] if isinstance(profile, dict) else "")
         return doc

@@ -40,7 +40,7 @@ def test_a_429_without_retry_after_pauses_the_store_for_a_minute(sandbox, store)
     sandbox.fail_next("feed_read", 429, headers={})  # explicit: no Retry-After header
 
     before = timezone.now()
-    report = feeds_pull(deadline=__import__("time").monotonic() + 5, until_empty=True)
+    report = feeds_pull(deadline=__import__("time").monotonic() + 5, until_empty=True, readers=1)
 
     store.refresh_from_db()
     assert report.errors and "429" in report.errors[0]
