@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from feeds.models import FeedEvent, Store
 from feeds.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
-from orders.services.events import order_note_event
+from orders.services.events import ACTIONABLE_STATES, order_note_event
 from orders.services.process import store_pause
 
 log = logging.getLogger("hub.feeds")
@@ -101,6 +101,8 @@ def _originals(store: Store, items: list[FeedItem]) -> dict[tuple, FeedEvent]:
 
 def _outcome_of(store: Store, item: FeedItem) -> tuple[str, str]:
     """What the event asks for, noted on the order. A failure is kept on the event, not raised."""
+    if item.state not in ACTIONABLE_STATES:
+        return FeedEvent.Outcome.IGNORED, ""
     try:
         with transaction.atomic():  # savepoint: a bug here must not lose the rest of the batch
             return order_note_event(store=store, order_id=item.order_id, state=item.state,

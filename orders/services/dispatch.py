@@ -102,7 +102,8 @@ def orders_dispatch(
         while time.monotonic() < deadline:
             with lock:
                 busy = set(in_flight)
-            room = concurrency * 2 - len(busy)
+            # Ask the database only when the workers are about to run dry.
+            room = concurrency * 4 - len(busy) if work.qsize() < concurrency else 0
             due = orders_due(store_ids=store_ids, exclude=busy, limit=room) if room > 0 else []
             for sync_id in due:
                 with lock:

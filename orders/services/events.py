@@ -11,6 +11,7 @@ from orders.models import OrderSync, SyncAttempt
 
 READY = "ready-for-handling"
 CANCEL_STATES = frozenset({"cancel", "canceled"})
+ACTIONABLE_STATES = CANCEL_STATES | {READY}  # every other state is recorded and needs no action
 
 
 def order_note_event(*, store: Store, order_id: str, state: str, happened_at: datetime | None) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, DateTimeField, Q, Value, When
 from django.utils import timezone
 
 from feeds.models import Store
@@ -36,6 +36,11 @@ CANCELED_STATUSES = frozenset({"cancel", "canceled"})
 # Statuses past start-handling: if VTEX reports one of these, handling has started.
 HANDLED_STATUSES = frozenset({"start-handling", "handling", "ready-for-invoicing", "invoice", "invoiced"})
 WORKING_STATES = (OrderSync.State.NEW, OrderSync.State.SENT_TO_ERP)
+# What a run reads (not the large order document); the store and ERP rows come along for the clients.
+LOADED_FIELDS = ("store", "order_id", "state", "cancel_pending", "attempts", "erp_accepted_at",
+                 "erp_cancel_sent_at", "store__name", "store__account", "store__environment", "store__base_url",
+                 "store__app_key", "store__app_token", "store__updated_at", "store__erp__url",
+                 "store__erp__headers", "store__erp__timeout_seconds", "store__erp__connector")
 
 
 class ClaimLost(Exception):
@@ -90,7 +95,7 @@ class OrderRun:
 
     def __init__(self, *, sync_id: int, token: str, by: str) -> None:
         self.sync_id, self.token, self.by = sync_id, token, by
-        self.sync = OrderSync.objects.select_related("store", "store__erp").defer("order_snapshot").get(pk=sync_id)
+        self.sync = OrderSync.objects.select_related("store", "store__erp").only(*LOADED_FIELDS).get(pk=sync_id)
         self.pending_fields: dict[str, Any] = {}
         self.pending_attempts: list[SyncAttempt] = []
         self.clients = clients_for(self.sync.store)
@@ -115,25 +120,36 @@ class OrderRun:
         fields = {**self.pending_fields, **fields}
         attempts = self.pending_attempts + (
             [self._attempt(step=step, outcome=outcome, message=message, call=call)] if step else [])
+        now = timezone.now()
+        values: dict[str, Any] = {**fields, "updated_at": now}
+        if release:
+            values.update(next_attempt_at=retry_at or self._next_attempt(fields, now), claim_token="",
+                          claimed_until=None)
         with transaction.atomic():
-            # Not the order document: it is large and only ever written here.
-            sync = (OrderSync.objects.select_for_update().filter(pk=self.sync_id, claim_token=self.token)
-                    .defer("order_snapshot").first())
-            if sync is None:
+            # One conditional UPDATE: it both checks the claim and writes.
+            if not OrderSync.objects.filter(pk=self.sync_id, claim_token=self.token).update(**values):
                 raise ClaimLost(self.sync_id)
-            for name, value in fields.items():
-                setattr(sync, name, value)
-            update = set(fields) | {"updated_at"}
-            if release:
-                # Re-read flags (a cancel may have arrived while we worked) before deciding what is next.
-                sync.next_attempt_at = retry_at or (timezone.now() if has_work(sync) else None)
-                sync.claim_token, sync.claimed_until = "", None
-                update |= {"next_attempt_at", "claim_token", "claimed_until"}
-            sync.save(update_fields=sorted(update))
             SyncAttempt.objects.bulk_create(attempts)
+        for name, value in values.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(self.sync, name, value)
         self.pending_fields, self.pending_attempts = {}, []
-        self.sync = sync
-        return sync
+        return self.sync
+
+    def _next_attempt(self, fields: dict[str, Any], now: Any) -> Any:
+        """When the dispatcher should come back on its own; see has_work()."""
+        after = OrderSync(**{name: getattr(self.sync, name) for name in ("state", "cancel_pending",
+                                                                          "erp_cancel_sent_at")})
+        for name in ("state", "cancel_pending", "erp_cancel_sent_at"):
+            if name in fields:
+                setattr(after, name, fields[name])
+        if has_work(after):
+            return now
+        if after.state == OrderSync.State.NEEDS_ATTENTION or "cancel_pending" in fields or after.erp_cancel_sent_at:
+            return None
+        # A cancel event may have flagged the order while we worked: the database has the last word.
+        return Case(When(cancel_pending=True, then=Value(now)), default=Value(None),
+                    output_field=DateTimeField())
 
     def retry(self, *, step: str, message: str, kind: str, call: Call | None = None,
               retry_after: float | None = None, rate_limited: bool = False) -> OrderSync:
