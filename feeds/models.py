@@ -39,6 +39,7 @@ class Store(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("run_jobs", "Can run a store's pull or dispatch now")]
 
     def __str__(self) -> str:
         return self.name

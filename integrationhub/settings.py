@@ -109,6 +109,9 @@ HUB_HTTP_TIMEOUT_SECONDS = env.float("HUB_HTTP_TIMEOUT_SECONDS", default=20.0)
 HUB_RATE_LIMIT_DEFAULT_SECONDS = env.float("HUB_RATE_LIMIT_DEFAULT_SECONDS", default=60.0)  # 429 without Retry-After
 HUB_JOB_BUDGET_SECONDS = env.float("HUB_JOB_BUDGET_SECONDS", default=50.0)  # each scheduled run loops this long
 HUB_IDLE_POLL_SECONDS = env.float("HUB_IDLE_POLL_SECONDS", default=2.0)  # pause between empty feed reads
+# Dashboard health: a job that has not succeeded for this long is "late", then "down".
+HUB_LATE_AFTER_SECONDS = env.float("HUB_LATE_AFTER_SECONDS", default=180.0)
+HUB_DOWN_AFTER_SECONDS = env.float("HUB_DOWN_AFTER_SECONDS", default=900.0)
 HUB_CLAIM_SECONDS = env.float("HUB_CLAIM_SECONDS", default=300.0)  # a crashed worker's claim expires after this
 
 Q_CLUSTER = {

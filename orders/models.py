@@ -47,6 +47,11 @@ class OrderSync(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "order"
+        permissions = [
+            ("operate_orders", "Can retry, resend, start handling and resolve orders"),
+            ("view_personal_data", "Can see customers' personal data unmasked"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["store", "order_id"], name="order_sync_unique_order"),
         ]
@@ -58,6 +63,9 @@ class OrderSync(models.Model):
                 condition=Q(next_attempt_at__isnull=False),
             ),
             models.Index(fields=["state", "created_at"], name="order_sync_state_created"),
+            models.Index(fields=["sequence"], name="order_sync_sequence"),
+            models.Index(fields=["customer_email"], name="order_sync_email"),
+            models.Index(fields=["created_at"], name="order_sync_created"),
         ]
 
     def __str__(self) -> str:

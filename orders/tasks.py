@@ -12,3 +12,11 @@ from orders.services.dispatch import orders_dispatch
 def dispatch_orders() -> str:
     """Scheduled every minute: work due orders for HUB_JOB_BUDGET_SECONDS."""
     return orders_dispatch(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS).summary()
+
+
+def dispatch_store(store_id: int, by: str = "schedule") -> str:
+    """Staff's "run now": work one store's due orders until none is due (or the job budget ends)."""
+    return orders_dispatch(
+        deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS, store_ids=[store_id], by=by,
+        stop_when=lambda: True,
+    ).summary()
