@@ -1,11 +1,25 @@
-"""Admin for order sync records and their timeline."""
+"""Admin for orders: the list, the detail page with its timeline, and the staff actions."""
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.utils.html import format_html
+import json
+from datetime import timedelta
 
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+
+from feeds.models import FeedEvent
 from orders.models import OrderSync, SyncAttempt
+from orders.personal_data import mask_personal_data
+from orders.services.staff import ACTIONS, ActionRefused, action_check, order_act
 
 STATE_COLORS = {
     "new": "#6c757d", "sent_to_erp": "#0d6efd", "handling_started": "#198754", "canceled": "#495057",
@@ -13,40 +27,193 @@ STATE_COLORS = {
 }
 
 
-class SyncAttemptInline(admin.TabularInline):
-    model = SyncAttempt
-    extra = 0
-    can_delete = False
-    fields = ["created_at", "step", "outcome", "http_status", "duration_ms", "message", "response_excerpt",
-              "triggered_by"]
-    readonly_fields = fields
+def state_badge(sync: OrderSync) -> str:
+    return format_html('<span class="hub-badge" style="background:{};color:#fff;padding:2px 10px;'
+                       'border-radius:10px;font-weight:600;white-space:nowrap">{}</span>',
+                       STATE_COLORS.get(sync.state, "#6c757d"), sync.get_state_display())
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+
+class CreatedFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+
+    def lookups(self, request, model_admin):
+        return [("1h", "Last hour"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("old", "Older than 7 days")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        spans = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+        if self.value() in spans:
+            return queryset.filter(created_at__gte=now - spans[self.value()])
+        if self.value() == "old":
+            return queryset.filter(created_at__lt=now - timedelta(days=7))
+        return queryset
 
 
 @admin.register(OrderSync)
 class OrderSyncAdmin(admin.ModelAdmin):
-    list_display = ["order_id", "store", "state_badge", "vtex_status", "erp_reference", "attempts", "short_error",
-                    "created_at"]
-    list_filter = ["state", "store", "vtex_status", "error_kind"]
-    search_fields = ["order_id", "sequence", "customer_email"]
+    list_display = ["order_id", "store", "badge", "vtex_status", "erp_reference", "attempts", "short_error", "age"]
+    list_filter = ["state", "store", "vtex_status", "error_kind", CreatedFilter]
+    # Exact matches use the indexes; an order id may also be searched by its start.
+    search_fields = ["^order_id", "=sequence", "=customer_email"]
+    search_help_text = "Order id (or its start), sequence number, or the customer's exact email."
     list_select_related = ["store"]
-    inlines = [SyncAttemptInline]
-    exclude = ["order_snapshot", "claim_token"]
-    readonly_fields = [f.name for f in OrderSync._meta.fields if f.name not in ("order_snapshot", "claim_token")]
+    list_per_page = 100
+    show_full_result_count = False  # no second COUNT(*) over 100k rows
+    ordering = ["-created_at"]
+    actions = ["bulk_retry", "bulk_start_handling", "bulk_resend", "bulk_resolve"]
+    change_form_template = "admin/orders/ordersync/change_form.html"
+    fields = ["store", "order_id", "state", "vtex_status", "sequence", "erp_reference", "attempts", "next_attempt_at",
+              "last_error", "error_kind", "cancel_pending", "erp_accepted_at", "handling_started_at",
+              "erp_cancel_sent_at", "first_event_at", "created_at", "updated_at"]
+    readonly_fields = fields
 
-    def has_add_permission(self, request) -> bool:
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).defer("order_snapshot")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # every change goes through an action, which checks its own permission
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("orders.operate_orders")
+
+    # --- list columns -------------------------------------------------------------------
     @admin.display(description="Sync state", ordering="state")
-    def state_badge(self, obj: OrderSync) -> str:
-        return format_html('<span style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
-                           STATE_COLORS.get(obj.state, "#6c757d"), obj.get_state_display())
+    def badge(self, obj: OrderSync) -> str:
+        return state_badge(obj)
 
     @admin.display(description="Last error")
     def short_error(self, obj: OrderSync) -> str:
         return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+    @admin.display(description="Age", ordering="created_at")
+    def age(self, obj: OrderSync) -> str:
+        return timesince(obj.created_at).split(",")[0]
+
+    # --- detail page ----------------------------------------------------------------------
+    def get_urls(self):
+        own = [path("<int:pk>/act/<str:action>/", self.admin_site.admin_view(self.act_view),
+                    name="orders_ordersync_act")]
+        return own + super().get_urls()
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        sync = get_object_or_404(OrderSync.objects.select_related("store", "store__erp"), pk=object_id)
+        see_personal = request.user.has_perm("orders.view_personal_data")
+        document = sync.order_snapshot if see_personal else mask_personal_data(sync.order_snapshot)
+        timeline = list(sync.attempts_log.order_by("created_at", "id"))
+        last_erp = next((a for a in reversed(timeline) if a.step in ("erp_send", "erp_cancel")), None)
+        events = FeedEvent.objects.filter(store=sync.store, order_id=sync.order_id).order_by("received_at", "id")
+        operate = self.has_operate_permission(request)
+        context = {
+            "sync": sync,
+            "state_badge": state_badge(sync),
+            "timeline": timeline,
+            "events": [(event, json.dumps(event.payload, indent=2, ensure_ascii=False)) for event in events],
+            "document_json": json.dumps(document, indent=2, ensure_ascii=False) if document else "",
+            "personal_masked": not see_personal,
+            "last_erp": last_erp,
+            "last_erp_request": _pretty(last_erp.request_excerpt) if last_erp else "",
+            "can_operate": operate,
+            "order_actions": [(action, action_check(action.name, sync)) for action in ACTIONS.values()]
+            if operate else [],
+        }
+        return super().change_view(request, object_id, form_url, extra_context={**(extra_context or {}), **context})
+
+    def act_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
+        """One action on one order, from the detail page's buttons (POST, permission checked here)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        if action not in ACTIONS:
+            return HttpResponse(f"unknown action {action!r}", status=400)
+        sync = get_object_or_404(OrderSync, pk=pk)
+        try:
+            text = order_act(sync_id=sync.pk, action=action, by=request.user.get_username(),
+                             reason=request.POST.get("reason", ""))
+        except ActionRefused as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.message_user(request, text, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:orders_ordersync_change", args=[pk]))
+
+    # --- bulk actions, each behind a confirmation page -------------------------------------
+    def _bulk(self, request: HttpRequest, queryset: QuerySet, action: str):
+        chosen = list(queryset.defer("order_snapshot").select_related("store"))
+        plan = [(sync, action_check(action, sync)) for sync in chosen]
+        reason = request.POST.get("reason", "")
+        if request.POST.get("confirm") != "yes" or (action == "resolve" and not reason.strip()):
+            return TemplateResponse(request, "admin/orders/ordersync/confirm_action.html", {
+                **self.admin_site.each_context(request),
+                "title": f"{ACTIONS[action].label}: confirm",
+                "action": ACTIONS[action],
+                "action_name": f"bulk_{action}",
+                "plan": plan,
+                "will_do": sum(1 for _, skip in plan if skip is None),
+                "needs_reason": action == "resolve",
+                "reason_missing": request.POST.get("confirm") == "yes" and action == "resolve",
+                "opts": self.model._meta,
+                "selected": [sync.pk for sync in chosen],
+            })
+        done = 0
+        for sync, skip in plan:
+            if skip is not None:
+                continue
+            try:
+                order_act(sync_id=sync.pk, action=action, by=request.user.get_username(), reason=reason)
+                done += 1
+            except ActionRefused as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        self.message_user(request, f"{done} of {len(chosen)} order(s) {ACTIONS[action].verb}",
+                          messages.SUCCESS if done else messages.WARNING)
+        return None
+
+    @admin.action(description="Retry now", permissions=["operate"])
+    def bulk_retry(self, request, queryset):
+        return self._bulk(request, queryset, "retry")
+
+    @admin.action(description="Start handling (orders the ERP has accepted)", permissions=["operate"])
+    def bulk_start_handling(self, request, queryset):
+        return self._bulk(request, queryset, "start_handling")
+
+    @admin.action(description="Resend to ERP (same idempotency key)", permissions=["operate"])
+    def bulk_resend(self, request, queryset):
+        return self._bulk(request, queryset, "resend")
+
+    @admin.action(description="Mark resolved (handled outside the hub)", permissions=["operate"])
+    def bulk_resolve(self, request, queryset):
+        return self._bulk(request, queryset, "resolve")
+
+
+def _pretty(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return text
+
+
+@admin.register(SyncAttempt)
+class SyncAttemptAdmin(admin.ModelAdmin):
+    """The timeline of all orders, read-only: useful to look across orders at one kind of failure."""
+
+    list_display = ["created_at", "order", "step", "outcome", "http_status", "duration_ms", "triggered_by", "message"]
+    list_filter = ["step", "outcome", "triggered_by"]
+    search_fields = ["^order__order_id"]
+    list_select_related = ["order"]
+    raw_id_fields = ["order"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -7,6 +7,7 @@ import time
 from django.conf import settings
 
 from orders.services.dispatch import orders_dispatch
+from orders.services.process import order_process
 
 
 def dispatch_orders() -> str:
@@ -20,3 +21,13 @@ def dispatch_store(store_id: int, by: str = "schedule") -> str:
         deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS, store_ids=[store_id], by=by,
         stop_when=lambda: True,
     ).summary()
+
+
+def process_order(sync_id: int, by: str) -> str:
+    """Staff's "retry now" / "start handling": advance one order now, recorded as done by `by`."""
+    return str(order_process(sync_id=sync_id, by=by, due_only=False))
+
+
+def resend_order(sync_id: int, by: str) -> str:
+    """Staff's "resend to ERP", with the order's usual Idempotency-Key."""
+    return str(order_process(sync_id=sync_id, by=by, due_only=False, resend=True))

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -37,7 +38,7 @@ CANCELED_STATUSES = frozenset({"cancel", "canceled"})
 HANDLED_STATUSES = frozenset({"start-handling", "handling", "ready-for-invoicing", "invoice", "invoiced"})
 WORKING_STATES = (OrderSync.State.NEW, OrderSync.State.SENT_TO_ERP)
 # What a run reads (not the large order document); the store and ERP rows come along for the clients.
-LOADED_FIELDS = ("store", "order_id", "state", "cancel_pending", "attempts", "erp_accepted_at",
+LOADED_FIELDS = ("store", "order_id", "state", "cancel_pending", "attempts", "erp_accepted_at", "erp_reference",
                  "erp_cancel_sent_at", "store__name", "store__account", "store__environment", "store__base_url",
                  "store__app_key", "store__app_token", "store__updated_at", "store__erp__url",
                  "store__erp__headers", "store__erp__timeout_seconds", "store__erp__connector")
@@ -98,6 +99,7 @@ class OrderRun:
         self.sync = OrderSync.objects.select_related("store", "store__erp").only(*LOADED_FIELDS).get(pk=sync_id)
         self.pending_fields: dict[str, Any] = {}
         self.pending_attempts: list[SyncAttempt] = []
+        self.erp_request = ""  # what the last ERP call sent, minus the order document and secret headers
         self.clients = clients_for(self.sync.store)
 
     # --- writing -------------------------------------------------------------------------
@@ -108,10 +110,12 @@ class OrderRun:
         self.pending_attempts.append(self._attempt(step=step, outcome=outcome, message=message, call=call))
 
     def _attempt(self, *, step: str, outcome: str, message: str, call: Call | None) -> SyncAttempt:
+        erp_step = step in (SyncAttempt.Step.ERP_SEND, SyncAttempt.Step.ERP_CANCEL)
         return SyncAttempt(
             order_id=self.sync_id, step=step, outcome=outcome, message=message[:2000], triggered_by=self.by,
             http_status=call.status if call else None, duration_ms=call.duration_ms if call else None,
             response_excerpt=call.excerpt if call else "",
+            request_excerpt=self.erp_request if erp_step else "",
         )
 
     def save(self, *, step: str | None = None, outcome: str = SyncAttempt.Outcome.OK, message: str = "",
@@ -214,13 +218,21 @@ class OrderRun:
     def get_order(self) -> OrderDocument:
         doc = self.clients.vtex.order_get(self.sync.order_id)
         profile = doc.raw.get("clientProfileData") or {}
-        self.note(step=SyncAttempt.Step.GET_ORDER, call=doc.call, message=f"VTEX status: {doc.status}",
+        # The document holds personal data: it is kept in the snapshot (masked for most staff), not the timeline.
+        call = replace(doc.call, excerpt="")
+        self.note(step=SyncAttempt.Step.GET_ORDER, call=call, message=f"VTEX status: {doc.status}",
                   vtex_status=doc.status[:60], order_snapshot=doc.raw, sequence=str(doc.raw.get("sequence") or "")[:40],
                   customer_email=str(profile.get("email") or "")[:254] if isinstance(profile, dict) else "")
         return doc
 
     def send_to_erp(self, *, event: str, order: dict) -> erp.ErpResult:
         key = erp.idempotency_key(store_name=self.sync.store.name, order_id=self.sync.order_id, event=event)
+        self.erp_request = json.dumps({
+            "url": self.sync.store.erp.url, "Idempotency-Key": key,
+            "headers": sorted(self.sync.store.erp.headers or {}),  # names only: values may be credentials
+            "body": {"event": event, "store": self.sync.store.name, "orderId": self.sync.order_id,
+                     "order": "<the VTEX order document>"},
+        })
         return self.clients.erp.send(event=event, store_name=self.sync.store.name, order_id=self.sync.order_id,
                                      order=order, idempotency_key=key)
 
@@ -314,6 +326,40 @@ class OrderRun:
         return False
 
 
+    def resend(self) -> str:
+        """Staff's "resend to ERP": the same event and Idempotency-Key as before, so the ERP can drop it."""
+        try:
+            doc = self.get_order()
+        except VtexError as exc:
+            self.save(step=SyncAttempt.Step.GET_ORDER, outcome=SyncAttempt.Outcome.FAILED, call=exc.call,
+                      message=f"resend not possible: {exc}", release=True)
+            return self.sync.state
+        canceled = doc.status in CANCELED_STATUSES
+        if canceled and not self.sync.erp_has_order:
+            self.save(step=SyncAttempt.Step.ERP_SEND, outcome=SyncAttempt.Outcome.INFO, release=True,
+                      message="not resent: VTEX says the order is canceled and the ERP never had it",
+                      state=OrderSync.State.CANCELED, cancel_pending=False)
+            return self.sync.state
+        event = erp.ORDER_CANCELED if canceled else erp.ORDER_READY
+        step = SyncAttempt.Step.ERP_CANCEL if canceled else SyncAttempt.Step.ERP_SEND
+        result = self.send_to_erp(event=event, order=doc.raw)
+        if result.outcome != "accepted":
+            outcome = SyncAttempt.Outcome.FAILED
+            self.save(step=step, outcome=outcome, call=_erp_call(result), release=True,
+                      message=f"resend failed: {result.message} {result.excerpt[:300]}".strip())
+            return self.sync.state
+        fields: dict[str, Any] = {"erp_reference": result.reference or self.sync.erp_reference}
+        if canceled:
+            fields.update(state=OrderSync.State.CANCELED, cancel_pending=False, erp_cancel_sent_at=timezone.now())
+        else:
+            fields["erp_accepted_at"] = self.sync.erp_accepted_at or timezone.now()
+            if self.sync.state in (OrderSync.State.NEW, OrderSync.State.NEEDS_ATTENTION):
+                # The ERP has it now: the normal path takes over (start-handling, or 409 = already handled).
+                fields.update(state=OrderSync.State.SENT_TO_ERP, attempts=0, last_error="", error_kind="")
+        self.save(step=step, call=_erp_call(result), message=f"resent: {result.message}", release=True, **fields)
+        return self.sync.state
+
+
 def _erp_call(result: erp.ErpResult) -> Call:
     return Call("POST", "erp", result.status, result.duration_ms, result.excerpt)
 
@@ -327,14 +373,14 @@ def store_pause(*, store_id: int, retry_after: float | None) -> None:
     )
 
 
-def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True) -> str | None:
-    """Claim the order and advance it. None when another worker holds it (or it is not due)."""
+def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True, resend: bool = False) -> str | None:
+    """Claim the order and advance it (or resend it). None when another worker holds it (or it is not due)."""
     token = order_claim(sync_id=sync_id, due_only=due_only)
     if token is None:
         return None
     run = OrderRun(sync_id=sync_id, token=token, by=by)
     try:
-        return run.run()
+        return run.resend() if resend else run.run()
     except Exception as exc:  # a bug must not leave the order claimed for HUB_CLAIM_SECONDS
         log.exception("order %s: unexpected error", run.sync.order_id)
         try:
