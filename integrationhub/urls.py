@@ -1,6 +1,12 @@
 from django.contrib import admin
 from django.urls import path
+from django.views.generic import RedirectView
+
+admin.site.site_header = "VTEX Integration Hub"
+admin.site.site_title = "Integration Hub"
+admin.site.index_title = "Operations"
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
 ]
