@@ -1,0 +1,88 @@
+"""The scheduled jobs: declared idempotently, sharing the sync code, and run for real by `qcluster`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from django.core.management import call_command
+from django_q.models import Schedule
+
+from feeds.models import Store
+from feeds.tasks import pull_feeds
+from orders.models import OrderSync
+from orders.tasks import dispatch_orders
+from tests.feeds.test_commands import ROOT, _connect_args, _env, _manage
+from tests.helpers import keys_by_order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_setup_schedules_twice_changes_nothing(transactional_db, capsys):
+    call_command("setup_schedules")
+    first = list(Schedule.objects.order_by("name").values_list("name", "func", "minutes", "next_run"))
+    call_command("setup_schedules")
+    second = list(Schedule.objects.order_by("name").values_list("name", "func", "minutes", "next_run"))
+    assert first == second
+    assert {"pull_feeds", "dispatch_orders"} <= {name for name, *_ in first}
+    assert "0 created" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_the_job_functions_do_the_same_work_as_sync(sandbox, store, settings):
+    settings.HUB_JOB_BUDGET_SECONDS = 1.5
+    order_ids = sandbox.create_orders(4)
+
+    pulled = pull_feeds()
+    dispatched = dispatch_orders()
+
+    assert "pulled 4 event(s): 4 queued" in pulled
+    assert "4 handling_started" in dispatched
+    assert dict(OrderSync.objects.values_list("order_id", "state")) == {o: "handling_started" for o in order_ids}
+    store.refresh_from_db()
+    assert store.last_pull_at and store.last_dispatch_at and store.pull_claimed_until is None
+
+
+def test_qcluster_runs_the_schedules_and_moves_orders(sandbox, transactional_db):
+    assert _manage(*_connect_args(sandbox)).returncode == 0
+    assert _manage("setup_schedules").returncode == 0
+    order_ids = sandbox.create_orders(10)
+    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT,
+                               env=_env(HUB_JOB_BUDGET_SECONDS="8", HUB_Q_WORKERS="2"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if OrderSync.objects.filter(state="handling_started").count() == len(order_ids):
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait(timeout=10)
+    assert dict(OrderSync.objects.values_list("order_id", "state")) == {o: "handling_started" for o in order_ids}
+    assert Counter(o for o, status in sandbox.start_handling_calls if status == 204) == {o: 1 for o in order_ids}
+
+
+def test_two_sync_processes_at_once_never_work_one_order_twice(sandbox, transactional_db):
+    assert _manage(*_connect_args(sandbox)).returncode == 0
+    sandbox.latency_ms = 5
+    order_ids = sandbox.create_orders(80)
+    procs = [subprocess.Popen([sys.executable, "manage.py", "sync", "--until-idle", "--timeout", "120"], cwd=ROOT,
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=150) for proc in procs]
+
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    # Each order was finished by exactly one of the two processes.
+    finished = [int(m.group(1)) if (m := re.search(r"(\d+) handling_started", out)) else 0 for out, _ in outputs]
+    assert sum(finished) == len(order_ids), outputs
+    assert dict(OrderSync.objects.values_list("order_id", "state")) == {o: "handling_started" for o in order_ids}
+    assert Counter(d.order_id for d in sandbox.erp_deliveries) == {o: 1 for o in order_ids}
+    assert all(len(keys) == 1 for keys in keys_by_order(sandbox).values())
+    assert Counter(o for o, status in sandbox.start_handling_calls if status == 204) == {o: 1 for o in order_ids}
+    assert Store.objects.get().pull_claimed_until is None
