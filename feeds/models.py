@@ -137,6 +137,8 @@ class FeedEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["store", "committed_at"], name="feed_event_uncommitted"),
+            models.Index(fields=["received_at"], name="feed_event_uncommitted_age",
+                         condition=Q(committed_at__isnull=True)),
         ]
 
     def __str__(self) -> str:

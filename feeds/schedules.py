@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from django_q.models import Schedule
 
-SCHEDULES = {
-    "pull_feeds": "feeds.tasks.pull_feeds",
-    "dispatch_orders": "orders.tasks.dispatch_orders",
+# name -> (task, every N minutes)
+SCHEDULES: dict[str, tuple[str, int]] = {
+    "pull_feeds": ("feeds.tasks.pull_feeds", 1),
+    "dispatch_orders": ("orders.tasks.dispatch_orders", 1),
+    # VTEX's queue figures are approximate and only shown on the dashboard: every 5 minutes is enough.
+    "refresh_queue_status": ("feeds.tasks.refresh_queue_status", 5),
 }
 
 
 def schedules_setup() -> list[str]:
     """Create or update every schedule by name (running it twice changes nothing); returns what it created."""
     created = []
-    for name, func in SCHEDULES.items():
+    for name, (func, minutes) in SCHEDULES.items():
         _, was_created = Schedule.objects.update_or_create(
             name=name,
-            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1},
         )
         if was_created:
             created.append(name)

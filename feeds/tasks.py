@@ -19,3 +19,13 @@ def pull_store(store_id: int) -> str:
     """Staff's "run now": read one store's feed until it is empty (or the job budget ends)."""
     report = feeds_pull(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS, store_ids=[store_id])
     return report.summary()
+
+
+def refresh_queue_status() -> str:
+    """Scheduled every 5 minutes: store VTEX's queue size and oldest message age for the dashboard."""
+    # Imported here so that this task stays one self-contained block at the end of the module.
+    from feeds.queue_status import queue_check_error, queue_status_refresh_all
+
+    configs = queue_status_refresh_all()
+    failed = [config for config in configs if queue_check_error(config)]
+    return f"checked {len(configs)} feed queue(s), {len(failed)} failed"

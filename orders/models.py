@@ -63,6 +63,7 @@ class OrderSync(models.Model):
                 condition=Q(next_attempt_at__isnull=False),
             ),
             models.Index(fields=["state", "created_at"], name="order_sync_state_created"),
+            models.Index(fields=["store", "state"], name="order_sync_store_state"),
             models.Index(fields=["sequence"], name="order_sync_sequence"),
             models.Index(fields=["customer_email"], name="order_sync_email"),
             models.Index(fields=["created_at"], name="order_sync_created"),
@@ -106,7 +107,10 @@ class SyncAttempt(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["order", "created_at"], name="sync_attempt_order_time")]
+        indexes = [
+            models.Index(fields=["order", "created_at"], name="sync_attempt_order_time"),
+            models.Index(fields=["created_at"], name="sync_attempt_time"),  # dashboard: last 24 h
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_step_display()}: {self.get_outcome_display()}"
