@@ -143,3 +143,14 @@ class FeedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order_id or '?'} {self.state or '?'} ({self.get_outcome_display()})"
+
+
+class JobLease(models.Model):
+    """A named lease so that one run of a continuous job is active at a time, across processes."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    held_until = models.DateTimeField(null=True, blank=True)
+    holder = models.CharField(max_length=100, blank=True)
+
+    def __str__(self) -> str:
+        return self.name

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django_q.models import Schedule
 
-# name -> (task, every N minutes)
+# name -> (task, every N minutes). pull_feeds and dispatch_orders queue their own next run (continuous=True);
+# their schedule restarts the chain within a minute if a worker died.
 SCHEDULES: dict[str, tuple[str, int]] = {
     "pull_feeds": ("feeds.tasks.pull_feeds", 1),
     "dispatch_orders": ("orders.tasks.dispatch_orders", 1),
@@ -13,13 +14,18 @@ SCHEDULES: dict[str, tuple[str, int]] = {
 }
 
 
+CHAINED = {"pull_feeds", "dispatch_orders"}
+CHAINED_KWARGS = "{'continuous': True}"  # django-q2 evaluates the kwargs text as a Python literal
+
+
 def schedules_setup() -> list[str]:
     """Create or update every schedule by name (running it twice changes nothing); returns what it created."""
     created = []
     for name, (func, minutes) in SCHEDULES.items():
         _, was_created = Schedule.objects.update_or_create(
             name=name,
-            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1},
+            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1,
+                      "kwargs": CHAINED_KWARGS if name in CHAINED else ""},
         )
         if was_created:
             created.append(name)

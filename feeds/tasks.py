@@ -6,12 +6,25 @@ import time
 
 from django.conf import settings
 
+from feeds.jobs import job_continue, lease_release, lease_take
 from feeds.services import feeds_pull
 
 
-def pull_feeds() -> str:
-    """Scheduled every minute: read every enabled store's feed for HUB_JOB_BUDGET_SECONDS."""
-    report = feeds_pull(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS, until_empty=False)
+def pull_feeds(continuous: bool = False) -> str:
+    """Read every enabled store's feed for HUB_JOB_BUDGET_SECONDS, then (continuous) queue the next run at once.
+
+    The minute schedule starts it; each run queues the next, so the feed is read without gaps. The lease
+    keeps a second chain (the schedule firing while a run is active) from starting.
+    """
+    budget = settings.HUB_JOB_BUDGET_SECONDS
+    if not lease_take(name="pull_feeds", seconds=budget + 60):
+        return "another pull run is active"
+    try:
+        report = feeds_pull(deadline=time.monotonic() + budget, until_empty=False)
+    finally:
+        lease_release(name="pull_feeds")
+    if continuous:
+        job_continue("feeds.tasks.pull_feeds")
     return report.summary()
 
 

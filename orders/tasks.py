@@ -6,13 +6,23 @@ import time
 
 from django.conf import settings
 
+from feeds.jobs import job_continue, lease_release, lease_take
 from orders.services.dispatch import orders_dispatch
 from orders.services.process import order_process
 
 
-def dispatch_orders() -> str:
-    """Scheduled every minute: work due orders for HUB_JOB_BUDGET_SECONDS."""
-    return orders_dispatch(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS).summary()
+def dispatch_orders(continuous: bool = False) -> str:
+    """Work due orders for HUB_JOB_BUDGET_SECONDS, then (continuous) queue the next run at once (see pull_feeds)."""
+    budget = settings.HUB_JOB_BUDGET_SECONDS
+    if not lease_take(name="dispatch_orders", seconds=budget + 60):
+        return "another dispatch run is active"
+    try:
+        report = orders_dispatch(deadline=time.monotonic() + budget)
+    finally:
+        lease_release(name="dispatch_orders")
+    if continuous:
+        job_continue("orders.tasks.dispatch_orders")
+    return report.summary()
 
 
 def dispatch_store(store_id: int, by: str = "schedule") -> str:

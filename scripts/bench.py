@@ -45,6 +45,66 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine so far (all processes, all cores), from /proc/stat."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    parts = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time of every live process in a process group (the cluster and its workers)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parts = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(parts[2]) == pgid:
+                total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def run_qcluster(orders: int, timeout: float, started: float) -> tuple[float, float, bool]:
+    """Start `manage.py qcluster` (as `make run` does) and wait until every order has handling started.
+
+    The time counts from the first event the cluster stored, so the scheduler's start-up delay
+    (django-q2 looks at schedules every 30 s) is not counted as throughput.
+    """
+    import signal
+
+    from django.core.management import call_command
+    from django.db.models import Max, Min
+
+    from feeds.models import FeedEvent
+    from orders.models import OrderSync
+
+    call_command("setup_schedules", stdout=open(os.devnull, "w"))
+    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=os.environ.copy(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    finished, cpu = False, 0.0
+    try:
+        while time.monotonic() - started < timeout:
+            if OrderSync.objects.filter(state="handling_started").count() >= orders:
+                finished = True
+                break
+            time.sleep(0.5)
+        cpu = group_cpu_seconds(cluster.pid)
+    finally:
+        os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait(timeout=10)
+    first = FeedEvent.objects.aggregate(first=Min("received_at"))["first"]
+    last = OrderSync.objects.aggregate(last=Max("handling_started_at"))["last"]
+    elapsed = (last - first).total_seconds() if first and last else time.monotonic() - started
+    return elapsed, cpu, finished
+
+
 def bench_database() -> tuple[str, callable]:
     """A fresh database next to the configured one, and a function that drops it."""
     url = os.environ.get("DATABASE_URL", "")
@@ -73,6 +133,8 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=None, help="HUB_DISPATCH_CONCURRENCY (default: settings)")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--mode", choices=["sync", "qcluster"], default="sync",
+                        help="sync: `manage.py sync` in this process; qcluster: the job cluster, as in production")
     args = parser.parse_args()
 
     db_url, drop_db = bench_database()
@@ -131,9 +193,21 @@ def main() -> int:
                                    weak=False)
         connection.close()  # reconnect with the counter in place
 
+        hub_cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        sandbox_cpu_before, machine_cpu_before = process_cpu_seconds(sandbox.pid), machine_cpu_seconds()
         started = time.monotonic()
-        result = sync_until_idle(timeout=args.timeout)
-        elapsed = time.monotonic() - started
+        if args.mode == "sync":
+            result = sync_until_idle(timeout=args.timeout)
+            elapsed = time.monotonic() - started
+            hub_cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+            hub_cpu = (hub_cpu_after.ru_utime + hub_cpu_after.ru_stime
+                       - hub_cpu_before.ru_utime - hub_cpu_before.ru_stime)
+            idle = result.idle
+        else:
+            elapsed, hub_cpu, idle = run_qcluster(args.orders, args.timeout, started)
+        sandbox_cpu = process_cpu_seconds(sandbox.pid) - sandbox_cpu_before
+        machine_cpu = machine_cpu_seconds() - machine_cpu_before
+        wall = time.monotonic() - started  # the CPU figures cover this whole window
 
         deliveries = get_json(f"{url}/_sandbox/erp/deliveries")
         stats = get_json(f"{url}/_sandbox/stats")
@@ -152,22 +226,30 @@ def main() -> int:
         lost = args.orders - handled
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-        print(f"database      {connection.vendor}  concurrency {settings.HUB_DISPATCH_CONCURRENCY}  "
-              f"latency {args.latency_ms:g} ms per VTEX/ERP call")
+        print(f"mode          {args.mode}  database {connection.vendor}  concurrency "
+              f"{settings.HUB_DISPATCH_CONCURRENCY}  latency {args.latency_ms:g} ms per VTEX/ERP call")
         print(f"orders        {args.orders} ready -> {handled} handling started in {elapsed:.1f} s "
-              f"(idle: {result.idle})")
+              f"(finished: {idle})")
         print(f"throughput    {handled / elapsed:.1f} orders/s end to end")
         if to_erp:
             print(f"event->ERP    p50 {statistics.median(to_erp):.2f} s  p95 {percentile(to_erp, 95):.2f} s "
                   "(from the event's currentChange; all events exist at start)")
             print(f"stored->ERP   p50 {statistics.median(received_to_erp):.2f} s  "
                   f"p95 {percentile(received_to_erp, 95):.2f} s (from when the hub stored the event)")
-        print(f"SQL           {queries['n'] / max(1, args.orders):.1f} queries per order ({queries['n']} in all)")
-        print(f"memory        peak RSS of the hub process {rss_mb:.0f} MB")
+        if args.mode == "sync":
+            print(f"SQL           {queries['n'] / max(1, args.orders):.1f} queries per order ({queries['n']} in all)")
+        else:
+            print("SQL           not counted in qcluster mode (the queries run in the cluster's processes)")
+        if args.mode == "sync":
+            print(f"memory        peak RSS of the hub process {rss_mb:.0f} MB")
+        print(f"CPU           machine {machine_cpu:.0f} s busy of {wall * os.cpu_count():.0f} s available "
+              f"({os.cpu_count()} cores): hub {hub_cpu:.0f} s, sandbox {sandbox_cpu:.0f} s, "
+              f"rest (database, OS) {machine_cpu - hub_cpu - sandbox_cpu:.0f} s; "
+              f"hub {hub_cpu / max(1, handled) * 1000:.1f} ms CPU per order")
         print(f"VTEX calls    {stats['requests']} requests; start-handling 204: {stats['start_handling_204']}")
         print(f"checks        lost {lost}, sent twice with a new key {doubled}, "
               f"ERP deliveries {len(deliveries)} for {len(keys)} orders")
-        return 0 if lost == 0 and doubled == 0 and result.idle else 1
+        return 0 if lost == 0 and doubled == 0 and idle else 1
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)

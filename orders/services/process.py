@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 import json
 from dataclasses import dataclass, replace
@@ -39,9 +40,9 @@ HANDLED_STATUSES = frozenset({"start-handling", "handling", "ready-for-invoicing
 WORKING_STATES = (OrderSync.State.NEW, OrderSync.State.SENT_TO_ERP)
 # What a run reads (not the large order document); the store and ERP rows come along for the clients.
 LOADED_FIELDS = ("store", "order_id", "state", "cancel_pending", "attempts", "erp_accepted_at", "erp_reference",
-                 "erp_cancel_sent_at", "store__name", "store__account", "store__environment", "store__base_url",
-                 "store__app_key", "store__app_token", "store__updated_at", "store__erp__url",
-                 "store__erp__headers", "store__erp__timeout_seconds", "store__erp__connector")
+                 "erp_cancel_sent_at")
+# Store and ERP rows are read once per thread for this long, not once per order: edits apply within seconds.
+STORE_CACHE_SECONDS = 5.0
 
 
 class ClaimLost(Exception):
@@ -55,6 +56,16 @@ class Clients:
 
 
 _local = threading.local()
+
+
+def store_for(store_id: int) -> Store:
+    cache: dict[int, tuple[float, Store]] = _local.__dict__.setdefault("stores", {})
+    hit = cache.get(store_id)
+    if hit and time.monotonic() - hit[0] < STORE_CACHE_SECONDS:
+        return hit[1]
+    store = Store.objects.select_related("erp").get(pk=store_id)
+    cache[store_id] = (time.monotonic(), store)
+    return store
 
 
 def clients_for(store: Store) -> Clients:
@@ -96,7 +107,8 @@ class OrderRun:
 
     def __init__(self, *, sync_id: int, token: str, by: str) -> None:
         self.sync_id, self.token, self.by = sync_id, token, by
-        self.sync = OrderSync.objects.select_related("store", "store__erp").only(*LOADED_FIELDS).get(pk=sync_id)
+        self.sync = OrderSync.objects.only(*LOADED_FIELDS).get(pk=sync_id)
+        self.sync.store = store_for(self.sync.store_id)
         self.pending_fields: dict[str, Any] = {}
         self.pending_attempts: list[SyncAttempt] = []
         self.erp_request = ""  # what the last ERP call sent, minus the order document and secret headers

@@ -86,3 +86,18 @@ def test_two_sync_processes_at_once_never_work_one_order_twice(sandbox, transact
     assert all(len(keys) == 1 for keys in keys_by_order(sandbox).values())
     assert Counter(o for o, status in sandbox.start_handling_calls if status == 204) == {o: 1 for o in order_ids}
     assert Store.objects.get().pull_claimed_until is None
+
+
+def test_a_second_run_of_a_continuous_job_stands_aside_while_one_is_active(sandbox, store, settings):
+    from feeds.jobs import lease_release, lease_take
+
+    settings.HUB_JOB_BUDGET_SECONDS = 0.5
+    sandbox.create_orders(1)
+    assert lease_take(name="pull_feeds", seconds=60)  # as if a run were active in another worker
+
+    assert pull_feeds() == "another pull run is active"
+    assert dispatch_orders() != "another dispatch run is active"
+    assert not [r for r in sandbox.requests if r.path == "/api/orders/feed"]
+
+    lease_release(name="pull_feeds")
+    assert "pulled 1 event(s)" in pull_feeds()
