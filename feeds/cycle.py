@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connections
 
 from feeds.services import PullReport, feeds_pull
@@ -28,6 +30,56 @@ class SyncResult:
         return f"{total.summary()}\n{self.dispatch.summary()}\n{state}"
 
 
+class Puller:
+    """Runs feeds_pull(until_empty=True) beside the dispatcher: in a forked process where possible.
+
+    The hub's Python code holds the GIL; pulling in a process of its own lets `sync` use a second
+    core (the benchmark in docs/performance.md shows the difference). Without fork, a thread.
+    """
+
+    def __init__(self, *, deadline: float, store_ids: list[int] | None) -> None:
+        self.report: PullReport | None = None
+        args = (deadline, store_ids)
+        if settings.HUB_SYNC_PULL_PROCESS and "fork" in multiprocessing.get_all_start_methods():
+            connections.close_all()  # the child must open its own connections, not share ours
+            context = multiprocessing.get_context("fork")
+            self._receive, send = context.Pipe(duplex=False)
+            self._runner = context.Process(target=_pull_and_send, args=(send, *args), name="pull", daemon=True)
+        else:
+            self._receive = None
+            self._runner = threading.Thread(target=self._pull_here, args=args, name="pull", daemon=True)
+        self._runner.start()
+
+    def _pull_here(self, deadline: float, store_ids: list[int] | None) -> None:
+        try:
+            self.report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True)
+        finally:
+            connections.close_all()
+
+    def is_alive(self) -> bool:
+        return self._runner.is_alive() and not (self._receive is not None and self._receive.poll())
+
+    def join(self) -> PullReport:
+        if self._receive is not None:
+            try:
+                self.report = self._receive.recv() if self._receive.poll(timeout=30) else None
+            except EOFError:
+                self.report = None
+        self._runner.join(timeout=30)
+        return self.report or PullReport(errors=["feed reader crashed"])
+
+
+def _pull_and_send(send, deadline: float, store_ids: list[int] | None) -> None:
+    try:
+        report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True)
+    except Exception as exc:  # reported to the parent, which treats the round as not idle
+        report = PullReport(errors=[f"feed reader crashed: {type(exc).__name__}: {exc}"])
+    finally:
+        connections.close_all()
+    send.send(report)
+    send.close()
+
+
 def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None) -> SyncResult:
     """Pull and dispatch side by side until the feeds are empty and no order has work left, or timeout.
 
@@ -37,23 +89,13 @@ def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None) -
     deadline = time.monotonic() + timeout
     result = SyncResult(idle=False)
     while time.monotonic() < deadline:
-        holder: dict[str, PullReport] = {}
-
-        def pull() -> None:
-            try:
-                holder["report"] = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True)
-            finally:
-                connections.close_all()
-
-        puller = threading.Thread(target=pull, name="pull", daemon=True)
-        puller.start()
+        puller = Puller(deadline=deadline, store_ids=store_ids)
         dispatched = orders_dispatch(
             deadline=deadline, store_ids=store_ids,
             stop_when=lambda: not puller.is_alive() and not work_pending(store_ids=store_ids),
         )
-        puller.join()
+        report = puller.join()
         result.dispatch.outcomes.update(dispatched.outcomes)
-        report = holder.get("report") or PullReport(errors=["feed reader crashed"])
         result.pulls.append(report)
         # Idle only when a whole round read nothing: start-handling itself adds events to the feed.
         if report.read == 0 and not report.errors and not report.stores_busy and not work_pending(store_ids=store_ids):

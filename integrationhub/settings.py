@@ -103,6 +103,7 @@ HUB_RETRY_BASE_SECONDS = env.float("HUB_RETRY_BASE_SECONDS", default=5.0)
 HUB_RETRY_MAX_SECONDS = env.float("HUB_RETRY_MAX_SECONDS", default=900.0)
 HUB_MAX_ATTEMPTS = env.int("HUB_MAX_ATTEMPTS", default=10)
 HUB_DISPATCH_CONCURRENCY = env.int("HUB_DISPATCH_CONCURRENCY", default=12)
+HUB_SYNC_PULL_PROCESS = env.bool("HUB_SYNC_PULL_PROCESS", default=True)  # `sync` reads feeds in a child process
 HUB_PULL_CONCURRENCY = env.int("HUB_PULL_CONCURRENCY", default=3)  # feed readers per store
 HUB_DISPATCH_POLL_SECONDS = env.float("HUB_DISPATCH_POLL_SECONDS", default=0.5)  # idle dispatcher looks this often
 HUB_HTTP_TIMEOUT_SECONDS = env.float("HUB_HTTP_TIMEOUT_SECONDS", default=20.0)
