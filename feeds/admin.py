@@ -25,6 +25,7 @@ from feeds.feed_config import (
 from feeds.jobs import RUNNABLE, store_run_now
 from feeds.models import ErpConnection, FeedConfig, FeedEvent, Store
 from feeds.stores import parse_header
+from integrationhub.admin_base import ReadOnlyAdmin
 from orders.models import OrderSync
 from orders.personal_data import mask_personal_data
 
@@ -375,17 +376,6 @@ class FeedConfigAdmin(admin.ModelAdmin):
         return self._render(request, "test_expression.html", config, title=f"{config}: test an expression",
                             form=form, result=result, recent_orders=list(recent),
                             personal_masked=not request.user.has_perm("orders.view_personal_data"))
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(FeedEvent)

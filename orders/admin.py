@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 from feeds.models import FeedEvent
+from integrationhub.admin_base import ReadOnlyAdmin
 from orders.models import OrderSync, SyncAttempt
 from orders.personal_data import mask_personal_data
 from orders.services.staff import ACTIONS, ActionRefused, action_check, order_act
@@ -199,7 +200,7 @@ def _pretty(text: str) -> str:
 
 
 @admin.register(SyncAttempt)
-class SyncAttemptAdmin(admin.ModelAdmin):
+class SyncAttemptAdmin(ReadOnlyAdmin):
     """The timeline of all orders, read-only: useful to look across orders at one kind of failure."""
 
     list_display = ["created_at", "order", "step", "outcome", "http_status", "duration_ms", "triggered_by", "message"]
@@ -208,12 +209,3 @@ class SyncAttemptAdmin(admin.ModelAdmin):
     list_select_related = ["order"]
     raw_id_fields = ["order"]
     show_full_result_count = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
