@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterable
@@ -44,7 +48,8 @@ class Puller:
             connections.close_all()  # the child must open its own connections, not share ours
             context = multiprocessing.get_context("fork")
             self._receive, send = context.Pipe(duplex=False)
-            self._runner = context.Process(target=_pull_and_send, args=(send, *args), name="pull", daemon=True)
+            self._runner = context.Process(target=_pull_and_send, args=(send, os.getpid(), *args), name="pull",
+                                           daemon=True)
         else:
             self._receive = None
             self._runner = threading.Thread(target=self._pull_here, args=args, name="pull", daemon=True)
@@ -69,7 +74,19 @@ class Puller:
         return self.report or PullReport(errors=["feed reader crashed"])
 
 
-def _pull_and_send(send, deadline: float, store_ids: list[int] | None) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: if `sync` is killed, its feed reader goes too, instead of reading on as an orphan."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _pull_and_send(send, parent: int, deadline: float, store_ids: list[int] | None) -> None:
+    _die_with_parent(parent)
     try:
         report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True)
     except Exception as exc:  # reported to the parent, which treats the round as not idle
