@@ -13,7 +13,9 @@ import pytest
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = os.environ.get("HUB_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are refreshed with HUB_UPDATE_SCREENSHOTS=1; other runs keep theirs in var/.
+_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = _ROOT / ("docs" if os.environ.get("HUB_UPDATE_SCREENSHOTS") else "var") / "screenshots"
 
 
 @pytest.fixture(scope="session")
