@@ -61,7 +61,7 @@ class OrderSyncAdmin(admin.ModelAdmin):
     list_select_related = ["store"]
     list_per_page = 100
     show_full_result_count = False  # no second COUNT(*) over 100k rows
-    ordering = ["-created_at"]
+    ordering = ["-pk"]  # newest first; ids grow with time and the primary key index serves the sort
     actions = ["bulk_retry", "bulk_start_handling", "bulk_resend", "bulk_resolve"]
     change_form_template = "admin/orders/ordersync/change_form.html"
     fields = ["store", "order_id", "state", "vtex_status", "sequence", "erp_reference", "attempts", "next_attempt_at",
