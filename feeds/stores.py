@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
+from django.utils.module_loading import import_string
 
 from feeds.models import ErpConnection, FeedConfig, Store
 
@@ -71,6 +72,12 @@ def store_connect(
         _check_url(base_url, "the base URL")
     if erp_timeout <= 0:
         raise ValidationError("the ERP timeout must be positive")
+    try:
+        connector = import_string(erp_connector)
+    except ImportError:
+        raise ValidationError(f"no ERP connector at {erp_connector!r} (a dotted path to a class)") from None
+    if not callable(getattr(connector, "send", None)):
+        raise ValidationError(f"{erp_connector!r} has no send() method: it is not an ERP connector")
 
     wanted_store = {"account": account.strip(), "environment": environment.strip(), "base_url": base_url.strip(),
                     "app_key": app_key.strip(), "app_token": app_token.strip()}

@@ -10,6 +10,7 @@ import pytest
 from feeds.cycle import sync_until_idle
 from feeds.models import FeedEvent
 from orders.models import OrderSync, SyncAttempt
+from tests.conftest import TOKEN
 from tests.helpers import keys_by_order, run_sync, start_handling_204, states
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -147,7 +148,6 @@ def test_wrong_credentials_are_reported_and_change_nothing(sandbox, store):
 
 
 def test_the_token_never_reaches_logs(sandbox, store, caplog):
-    from tests.conftest import TOKEN
 
     caplog.set_level(logging.DEBUG)
     sandbox.create_orders(2)
@@ -159,3 +159,29 @@ def test_the_token_never_reaches_logs(sandbox, store, caplog):
     assert TOKEN not in caplog.text
     assert "erp-secret-9931" not in caplog.text
     assert OrderSync.objects.filter(state="needs_attention").count() == 1
+
+
+def test_an_erp_connector_plugs_in_by_dotted_path(sandbox, store):
+    from feeds.stores import store_connect
+
+    store_connect(name="acme", account="sandbox", app_key="vtexappkey-sandbox-HUB", app_token=TOKEN,
+                  base_url=sandbox.url, erp_url=sandbox.erp_url, erp_timeout=1.0,
+                  erp_connector="tests.orders.connectors.TaggingConnector")
+    [order_id] = sandbox.create_orders(1)
+
+    run_sync()
+
+    [delivery] = sandbox.erp_deliveries
+    assert delivery.order_id == order_id and delivery.headers["x-connector"] == "tagging"
+
+
+def test_an_unknown_erp_connector_is_refused_when_connecting(sandbox, store):
+    from django.core.exceptions import ValidationError
+
+    from feeds.stores import store_connect
+
+    with pytest.raises(ValidationError, match="no ERP connector at 'erp.Nope'"):
+        store_connect(name="acme", account="sandbox", app_key="k", app_token=TOKEN, base_url=sandbox.url,
+                      erp_url=sandbox.erp_url, erp_connector="erp.Nope")
+    store.erp.refresh_from_db()
+    assert store.erp.connector == "orders.erp.HttpErpConnector"
