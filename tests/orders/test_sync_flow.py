@@ -148,7 +148,6 @@ def test_wrong_credentials_are_reported_and_change_nothing(sandbox, store):
 
 
 def test_the_token_never_reaches_logs(sandbox, store, caplog):
-
     caplog.set_level(logging.DEBUG)
     sandbox.create_orders(2)
     sandbox.fail_next("order_get", 500)
