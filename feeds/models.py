@@ -32,7 +32,6 @@ class Store(models.Model):
     vtex_paused_until = models.DateTimeField(
         null=True, blank=True, help_text="VTEX answered 429: no call to this account before this time"
     )
-    pull_claimed_until = models.DateTimeField(null=True, blank=True)  # one feed reader per store at a time
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

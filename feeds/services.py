@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from feeds.leases import lease_release, lease_renew, lease_take, store_pull_lease
 from feeds.models import FeedEvent, Store
 from feeds.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
 from orders.services.events import ACTIONABLE_STATES, order_note_event
@@ -198,14 +198,6 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport) -> s
     return "items"
 
 
-def store_claim_pull(*, store: Store, seconds: float) -> bool:
-    """One pulling process per feed at a time (it runs several reader threads of its own)."""
-    now = timezone.now()
-    return Store.objects.filter(pk=store.pk).filter(
-        Q(pull_claimed_until__isnull=True) | Q(pull_claimed_until__lt=now)
-    ).update(pull_claimed_until=now + timedelta(seconds=seconds)) == 1
-
-
 def _seconds_paused(store: Store) -> float:
     """A 429 seen by any worker (feed or dispatch) pauses the whole account."""
     until = Store.objects.filter(pk=store.pk).values_list("vtex_paused_until", flat=True).first()
@@ -250,7 +242,8 @@ def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until
     # Short and renewed while we read, so the feed of a process that crashed is free again soon.
     lease = min(60.0, settings.HUB_CLAIM_SECONDS)
     stores = list(stores)
-    mine = [store for store in stores if store_claim_pull(store=store, seconds=lease)]
+    mine = [store for store in stores if lease_take(name=store_pull_lease(store.pk), seconds=lease)]
+    leases = [store_pull_lease(store.pk) for store in mine]
     report.stores_busy = len(stores) - len(mine)
     results: list[PullReport] = []
 
@@ -265,10 +258,9 @@ def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until
         while any(thread.is_alive() for thread in threads):
             for thread in threads:
                 thread.join(timeout=lease / 4)
-            Store.objects.filter(pk__in=[store.pk for store in mine]).update(
-                pull_claimed_until=timezone.now() + timedelta(seconds=lease))
+            lease_renew(names=leases, seconds=lease)
     finally:
-        Store.objects.filter(pk__in=[store.pk for store in mine]).update(pull_claimed_until=None)
+        lease_release(names=leases)
     for result in results:
         report.merge(result)
     report.blocked = sorted(set(report.blocked))

@@ -6,7 +6,8 @@ import time
 
 from django.conf import settings
 
-from feeds.jobs import job_continue, lease_release, lease_take
+from feeds.jobs import job_continue
+from feeds.leases import lease_release, lease_take
 from feeds.services import feeds_pull
 
 
@@ -22,7 +23,7 @@ def pull_feeds(continuous: bool = False) -> str:
     try:
         report = feeds_pull(deadline=time.monotonic() + budget, until_empty=False)
     finally:
-        lease_release(name="pull_feeds")
+        lease_release(names=["pull_feeds"])
     if continuous:
         job_continue("feeds.tasks.pull_feeds")
     return report.summary()

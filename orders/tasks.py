@@ -6,7 +6,8 @@ import time
 
 from django.conf import settings
 
-from feeds.jobs import job_continue, lease_release, lease_take
+from feeds.jobs import job_continue
+from feeds.leases import lease_release, lease_take
 from orders.services.dispatch import orders_dispatch
 from orders.services.process import order_process
 
@@ -19,7 +20,7 @@ def dispatch_orders(continuous: bool = False) -> str:
     try:
         report = orders_dispatch(deadline=time.monotonic() + budget)
     finally:
-        lease_release(name="dispatch_orders")
+        lease_release(names=["dispatch_orders"])
     if continuous:
         job_continue("orders.tasks.dispatch_orders")
     return report.summary()

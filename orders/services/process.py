@@ -154,11 +154,8 @@ class OrderRun:
 
     def _next_attempt(self, fields: dict[str, Any], now: Any) -> Any:
         """When the dispatcher should come back on its own; see has_work()."""
-        after = OrderSync(**{name: getattr(self.sync, name) for name in ("state", "cancel_pending",
-                                                                          "erp_cancel_sent_at")})
-        for name in ("state", "cancel_pending", "erp_cancel_sent_at"):
-            if name in fields:
-                setattr(after, name, fields[name])
+        after = OrderSync(**{name: fields.get(name, getattr(self.sync, name))
+                             for name in ("state", "cancel_pending", "erp_cancel_sent_at")})
         if has_work(after):
             return now
         if after.state == OrderSync.State.NEEDS_ATTENTION or "cancel_pending" in fields or after.erp_cancel_sent_at:
