@@ -114,6 +114,10 @@ HUB_IDLE_POLL_SECONDS = env.float("HUB_IDLE_POLL_SECONDS", default=2.0)  # pause
 HUB_LATE_AFTER_SECONDS = env.float("HUB_LATE_AFTER_SECONDS", default=180.0)
 HUB_DOWN_AFTER_SECONDS = env.float("HUB_DOWN_AFTER_SECONDS", default=900.0)
 HUB_CLAIM_SECONDS = env.float("HUB_CLAIM_SECONDS", default=300.0)  # a crashed worker's claim expires after this
+# Fernet keys (comma-separated, newest first) that encrypt app tokens and ERP header values at rest.
+HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
+# The only ERP connector classes a store may name (the admin and connect_store refuse any other path).
+HUB_ERP_CONNECTORS = env.list("HUB_ERP_CONNECTORS", default=["orders.erp.HttpErpConnector"])
 
 Q_CLUSTER = {
     "name": "integrationhub",

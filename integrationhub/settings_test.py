@@ -8,6 +8,8 @@ os.environ.setdefault("HUB_RETRY_MAX_SECONDS", "0.2")
 os.environ.setdefault("HUB_HTTP_TIMEOUT_SECONDS", "2")
 os.environ.setdefault("HUB_IDLE_POLL_SECONDS", "0.05")
 os.environ.setdefault("HUB_DISPATCH_POLL_SECONDS", "0.05")
+os.environ.setdefault("HUB_ENCRYPTION_KEYS", "nyZhaQVq5cmIJbaN9qkMMfB9hyR5IRdWuL502D31WE0=")  # tests only
+os.environ.setdefault("HUB_ERP_CONNECTORS", "orders.erp.HttpErpConnector,tests.orders.connectors.TaggingConnector")
 
 from integrationhub.settings import *  # noqa: E402,F403
 from integrationhub.settings import DATABASES, Q_CLUSTER  # noqa: E402

@@ -1,4 +1,4 @@
-"""Admin for stores (secrets are write-only), feed configuration and the event inbox (read-only)."""
+"""The feed filter form, push to VTEX, load and compare, and the expression tester."""
 
 from __future__ import annotations
 
@@ -10,168 +10,26 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models, transaction
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.db import transaction
+from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
-
-from feeds.feed_config import (
-    OMS_STATUS_NAMES, OMS_STATUSES, RETENTION_MAX, RETENTION_MIN, VISIBILITY_MAX, VISIBILITY_MIN, feed_config_load,
-    feed_config_push, jsonata_check, jsonata_test,
-)
-from feeds.jobs import RUNNABLE, store_run_now
-from feeds.models import ErpConnection, FeedConfig, FeedEvent, Store
-from feeds.stores import parse_header
-from integrationhub.admin_base import ReadOnlyAdmin
+from django.urls import path
 from orders.models import OrderSync
 from orders.personal_data import mask_personal_data
 
-# Django 5.2 warns that URLField's default scheme becomes https in 6.0: choose it now, for the forms
-# built when this module is imported (Meta.formfield_callback) and for the ones the admin builds.
-URL_FIELDS = {models.URLField: {"assume_scheme": "https"}}
-
-
-def https_formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
-    if isinstance(field, models.URLField):
-        kwargs.setdefault("assume_scheme", "https")
-    return field.formfield(**kwargs)
-
-
-class StoreForm(forms.ModelForm):
-    """The app token is never rendered back: leave the field empty to keep the stored one."""
-
-    app_token = forms.CharField(
-        required=False, strip=True, widget=forms.PasswordInput(render_value=False),
-        help_text="Write-only. Leave empty to keep the current token.",
-    )
-
-    class Meta:
-        model = Store
-        fields = ["name", "account", "environment", "base_url", "app_key", "app_token", "enabled"]
-        formfield_callback = https_formfield
-
-    def clean_app_token(self) -> str:
-        token = self.cleaned_data.get("app_token", "")
-        if not token and not (self.instance and self.instance.pk and self.instance.app_token):
-            raise forms.ValidationError("An app token is required for a new store.")
-        return token or self.instance.app_token
-
-
-class ErpConnectionForm(forms.ModelForm):
-    """Headers may carry credentials: only their names are shown; new headers replace all of them."""
-
-    new_headers = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Write-only. One 'Name: value' per line replaces all headers; leave empty to keep them.",
-    )
-
-    class Meta:
-        model = ErpConnection
-        fields = ["url", "timeout_seconds", "connector"]
-        formfield_callback = https_formfield
-
-    def clean_new_headers(self) -> dict[str, str] | None:
-        text = self.cleaned_data.get("new_headers", "")
-        if not text.strip():
-            return None
-        return dict(parse_header(line) for line in text.splitlines() if line.strip())
-
-    def save(self, commit: bool = True) -> ErpConnection:
-        headers = self.cleaned_data.get("new_headers")
-        if headers is not None:
-            self.instance.headers = headers
-        return super().save(commit=commit)
-
-
-class ErpConnectionInline(admin.StackedInline):
-    model = ErpConnection
-    form = ErpConnectionForm
-    can_delete = False
-    formfield_overrides = URL_FIELDS
-    readonly_fields = ["header_names"]
-    fields = ["url", "timeout_seconds", "connector", "header_names", "new_headers"]
-
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        if self.has_change_permission(request, obj):
-            return self.fields
-        return [name for name in self.fields if name != "new_headers"]  # a form-only field: nothing to show
-
-    @admin.display(description="Headers set")
-    def header_names(self, obj: ErpConnection) -> str:
-        return ", ".join(sorted(obj.headers or {})) or "none"
-
-
-@admin.register(Store)
-class StoreAdmin(admin.ModelAdmin):
-    form = StoreForm
-    inlines = [ErpConnectionInline]
-    formfield_overrides = URL_FIELDS
-    list_display = ["name", "account", "enabled", "feed_status", "last_pull_at", "last_dispatch_at", "vtex_url"]
-    list_filter = ["enabled", "feed_status"]
-    search_fields = ["name", "account"]
-    readonly_fields = ["app_token_set", "feed_status", "feed_error", "last_pull_at", "last_dispatch_at",
-                       "vtex_paused_until", "created_at", "updated_at"]
-
-    def get_fields(self, request: HttpRequest, obj: Store | None = None) -> list[str]:
-        fields = list(super().get_fields(request, obj))
-        if obj is not None and not self.has_change_permission(request, obj):
-            # A read-only page prints model values as they are: the token must not be one of them.
-            fields.remove("app_token")
-        return fields
-
-    @admin.display(description="VTEX")
-    def vtex_url(self, obj: Store) -> str:
-        return obj.vtex_base_url
-
-    @admin.display(description="App token", boolean=True)
-    def app_token_set(self, obj: Store) -> bool:
-        return bool(obj.app_token)
-
-    def get_urls(self) -> list:
-        run = self.admin_site.admin_view(self.run_view)
-        return [path("<int:store_id>/run/<str:kind>/", run, name="feeds_store_run"), *super().get_urls()]
-
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict | None = None) -> HttpResponse:
-        store = self.get_object(request, unquote(object_id))
-        context = dict(extra_context or {})
-        if store is not None:
-            context["feed_config_url"] = _feed_config_url(request, store)
-            if request.user.has_perm("feeds.run_jobs"):
-                context["run_urls"] = [(kind.capitalize(), reverse("admin:feeds_store_run", args=[store.pk, kind]))
-                                       for kind in RUNNABLE]
-        return super().change_view(request, object_id, form_url, extra_context=context)
-
-    def run_view(self, request: HttpRequest, store_id: int, kind: str) -> HttpResponse:
-        """Staff's "run now": queue a pull or dispatch of one store (POST only, feeds.run_jobs)."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        if not request.user.has_perm("feeds.run_jobs"):
-            raise PermissionDenied
-        if kind not in RUNNABLE:
-            raise Http404(f"unknown job {kind!r}")
-        store = get_object_or_404(Store, pk=store_id)
-        store_run_now(store=store, kind=kind, by=request.user.get_username())
-        messages.success(request, f"{kind.capitalize()} of {store} queued.")
-        if not store.enabled:
-            messages.warning(request, f"{store} is disabled: the jobs skip disabled stores.")
-        next_url = request.POST.get("next", "")
-        if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
-                                               require_https=request.is_secure()):
-            next_url = reverse("admin:feeds_store_change", args=[store.pk])
-        return HttpResponseRedirect(next_url)
-
-
-def _feed_config_url(request: HttpRequest, store: Store) -> str:
-    config = FeedConfig.objects.filter(store=store).only("pk").first()
-    if config is not None and request.user.has_perm("feeds.view_feedconfig"):
-        return reverse("admin:feeds_feedconfig_change", args=[config.pk])
-    if config is None and request.user.has_perm("feeds.add_feedconfig"):
-        return reverse("admin:feeds_feedconfig_add") + f"?store={store.pk}"
-    return ""
+from feeds.feed_config import (
+    OMS_STATUS_NAMES,
+    OMS_STATUSES,
+    RETENTION_MAX,
+    RETENTION_MIN,
+    VISIBILITY_MAX,
+    VISIBILITY_MIN,
+    feed_config_load,
+    feed_config_push,
+    jsonata_check,
+    jsonata_test,
+)
+from feeds.models import FeedConfig
 
 
 class StatusesField(forms.MultipleChoiceField):
@@ -378,20 +236,3 @@ class FeedConfigAdmin(admin.ModelAdmin):
                             personal_masked=not request.user.has_perm("orders.view_personal_data"))
 
 
-@admin.register(FeedEvent)
-class FeedEventAdmin(ReadOnlyAdmin):
-    list_display = ["received_at", "store", "order_id", "state", "last_state", "outcome", "source", "committed"]
-    list_filter = ["outcome", "source", "store", "state"]
-    search_fields = ["order_id", "event_id"]
-    list_select_related = ["store"]
-    date_hierarchy = "received_at"
-    exclude = ["payload", "handle"]
-    readonly_fields = ["payload_pretty"]
-
-    @admin.display(boolean=True, description="Committed")
-    def committed(self, obj: FeedEvent) -> bool:
-        return obj.committed_at is not None
-
-    @admin.display(description="Payload")
-    def payload_pretty(self, obj: FeedEvent) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))
