@@ -19,7 +19,7 @@ from django.utils.timesince import timesince
 from feeds.models import FeedEvent
 from integrationhub.admin_base import ReadOnlyAdmin
 from orders.models import OrderSync, SyncAttempt
-from orders.personal_data import mask_personal_data
+from integrationhub.personal_data import mask_personal_data
 from orders.services.staff import ACTIONS, ActionRefused, action_check, order_act
 
 STATE_COLORS = {

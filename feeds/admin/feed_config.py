@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path
 from orders.models import OrderSync
-from orders.personal_data import mask_personal_data
+from integrationhub.personal_data import mask_personal_data
 
 from feeds.feed_config import (
     OMS_STATUS_NAMES,
