@@ -9,10 +9,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonata
 from django.utils import timezone
-from jsonata.functions import Functions
 
+from feeds.expressions import ExpressionResult, expression_check, expression_evaluate
 from feeds.models import FeedConfig, Store
 from feeds.services import vtex_client
 from feeds.vtex.client import VtexError, VtexUnavailable
@@ -60,43 +59,17 @@ OMS_STATUS_NAMES = frozenset(name for name, _ in OMS_STATUSES)
 VISIBILITY_MIN, VISIBILITY_MAX = 1, 43_200
 RETENTION_MIN, RETENTION_MAX = 345_600, 1_209_600  # 4 and 14 days, per the current feed guide
 
-# A runaway expression must not hold an admin request: milliseconds, and JSONata call depth.
-JSONATA_TIMEOUT_MS, JSONATA_MAX_DEPTH = 1000, 200
 ANSWER_CHARS = 300
 
 
-def _compile(expression: str) -> jsonata.Jsonata:
-    return jsonata.Jsonata(expression, timeout=JSONATA_TIMEOUT_MS, stack=JSONATA_MAX_DEPTH)
-
-
 def jsonata_check(expression: str) -> str | None:
-    """The syntax error of a JSONata expression, or None when it compiles."""
-    if not expression or not expression.strip():
-        return "The expression is empty."
-    try:
-        _compile(expression)
-    except Exception as exc:  # noqa: BLE001 - jsonata raises JException and, on odd input, plain errors
-        return f"Invalid JSONata: {exc}"
-    return None
-
-
-@dataclass(frozen=True)
-class ExpressionResult:
-    """What an expression says about one order document: `matched`, or the `error` that stopped it."""
-
-    matched: bool | None
-    error: str | None = None
+    """Why a FromOrders expression cannot be saved (empty, too long, syntax, too slow), or None."""
+    return expression_check(expression)
 
 
 def jsonata_test(expression: str, document: dict) -> ExpressionResult:
-    """Evaluate like VTEX's filter: the result, cast the JSONata way ($boolean), decides the match."""
-    if error := jsonata_check(expression):
-        return ExpressionResult(matched=None, error=error)
-    try:
-        value = _compile(expression).evaluate(document)
-    except Exception as exc:  # noqa: BLE001 - evaluation errors (types, timeout) are reported, not raised
-        return ExpressionResult(matched=None, error=f"Evaluation failed: {exc}")
-    return ExpressionResult(matched=bool(Functions.to_boolean(value)))
+    """Evaluate like VTEX's filter, under the limits of feeds.expressions (a child process)."""
+    return expression_evaluate(expression, document)
 
 
 def feed_config_body(config: FeedConfig) -> dict[str, Any]:

@@ -14,9 +14,10 @@ from django.db import transaction
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path
-from orders.models import OrderSync
 from integrationhub.personal_data import mask_personal_data
+from orders.models import OrderSync, SyncAttempt
 
+from feeds.expressions import CPU_SECONDS, EXPRESSION_MAX_CHARS, VALUE_CHARS, WALL_SECONDS
 from feeds.feed_config import (
     OMS_STATUS_NAMES,
     OMS_STATUSES,
@@ -30,6 +31,11 @@ from feeds.feed_config import (
     jsonata_test,
 )
 from feeds.models import FeedConfig
+
+
+# Shown on the tester page, so a "too slow" answer is no surprise.
+LIMITS = {"cpu_seconds": CPU_SECONDS, "wall_seconds": f"{WALL_SECONDS:g}", "expression_chars": EXPRESSION_MAX_CHARS,
+          "value_chars": VALUE_CHARS}
 
 
 class StatusesField(forms.MultipleChoiceField):
@@ -112,15 +118,11 @@ class FeedConfigForm(forms.ModelForm):
 
 
 class ExpressionTestForm(forms.Form):
+    # No JSONata check here: the evaluation compiles it in the bounded child and its syntax error comes back
+    # on this field, so one POST starts one child process.
     expression = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 80}))
     order_id = forms.CharField(max_length=100, label="Order id",
                                widget=forms.TextInput(attrs={"list": "stored-orders", "size": 30}))
-
-    def clean_expression(self) -> str:
-        expression = self.cleaned_data["expression"]
-        if error := jsonata_check(expression):
-            raise ValidationError(error)
-        return expression
 
 
 def _document_for(request: HttpRequest, order: OrderSync) -> dict:
@@ -128,6 +130,18 @@ def _document_for(request: HttpRequest, order: OrderSync) -> dict:
     if request.user.has_perm("orders.view_personal_data"):
         return order.order_snapshot
     return mask_personal_data(order.order_snapshot)
+
+
+def _document_facts(order: OrderSync) -> dict[str, Any]:
+    """Which document the tester read: the one stored at the last Get order, its status then and VTEX's now."""
+    fetched_at = (SyncAttempt.objects.filter(order=order, step=SyncAttempt.Step.GET_ORDER,
+                                             outcome=SyncAttempt.Outcome.OK)
+                  .order_by("-created_at").values_list("created_at", flat=True).first())
+    snapshot = order.order_snapshot if isinstance(order.order_snapshot, dict) else {}
+    status_then = str(snapshot.get("status") or "")
+    return {"order_id": order.order_id, "fetched_at": fetched_at, "status_then": status_then or "unknown",
+            "status_now": order.vtex_status or "unknown", "state": order.get_state_display(),
+            "changed": bool(order.vtex_status) and order.vtex_status != status_then}
 
 
 def _shown(value: Any) -> str:
@@ -213,26 +227,38 @@ class FeedConfigAdmin(admin.ModelAdmin):
                             result=result, rows=rows,
                             raw=json.dumps(result.raw, indent=2, ensure_ascii=False) if result.raw else "")
 
+    def may_test_expressions(self, request: HttpRequest, config: FeedConfig | None) -> bool:
+        # Each evaluation costs a child process: only for those who may change the filter it serves.
+        return self.has_change_permission(request, config) and request.user.has_perm("orders.view_ordersync")
+
     def test_expression_view(self, request: HttpRequest, object_id: str) -> TemplateResponse:
-        """Evaluate an expression on a stored order document (GET form: nothing is saved)."""
+        """Evaluate an expression on a stored order document. GET shows the form; only POST evaluates."""
         config = self._viewable(request, object_id)
-        if not request.user.has_perm("orders.view_ordersync"):
+        if not self.may_test_expressions(request, config):
             raise PermissionDenied
         orders = OrderSync.objects.filter(store=config.store, order_snapshot__isnull=False)
-        result = None
-        if "order_id" in request.GET:
-            form = ExpressionTestForm(request.GET)
+        result, document = None, None
+        if request.method == "POST":
+            form = ExpressionTestForm(request.POST)
             if form.is_valid():
                 order = orders.filter(order_id=form.cleaned_data["order_id"].strip()).first()
                 if order is None:
                     form.add_error("order_id", f"No stored order document with this id for {config.store}.")
                 else:
                     result = jsonata_test(form.cleaned_data["expression"], _document_for(request, order))
+                    if result.invalid:  # the expression's fault, not this order's: show it on the field
+                        form.add_error("expression", result.error)
+                        result = None
+                    else:
+                        document = _document_facts(order)
         else:
             form = ExpressionTestForm(initial={"expression": config.expression})
         recent = orders.order_by("-created_at").values_list("order_id", flat=True)[:20]
         return self._render(request, "test_expression.html", config, title=f"{config}: test an expression",
-                            form=form, result=result, recent_orders=list(recent),
-                            personal_masked=not request.user.has_perm("orders.view_personal_data"))
+                            form=form, result=result, document=document, recent_orders=list(recent),
+                            limits=LIMITS, personal_masked=not request.user.has_perm("orders.view_personal_data"))
 
-
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: FeedConfig | None = None) -> TemplateResponse:
+        context["may_test_expressions"] = obj is not None and self.may_test_expressions(request, obj)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)

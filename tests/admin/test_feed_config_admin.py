@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
+from feeds import expressions
+from feeds.expressions import WALL_SECONDS
 from feeds.feed_config import feed_config_body, feed_config_load, jsonata_check, jsonata_test
 from feeds.models import FeedConfig
 from orders.models import OrderSync
@@ -16,6 +20,7 @@ from tests.helpers import run_sync
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONFIG_PATH = "/api/orders/feed/config"
+BACKTRACKING = '$match("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", /(a+)+$/)'  # 25 s in the web process before
 
 
 def change_url(config: FeedConfig) -> str:
@@ -103,6 +108,16 @@ def test_from_orders_with_a_broken_expression_is_refused(admin_client_hub, sandb
     assert response.context["adminform"].form.errors["expression"][0].startswith("Invalid JSONata")
     assert config_posts(sandbox) == []
     assert FeedConfig.objects.get(pk=config.pk).filter_type == "FromWorkflow"
+
+
+def test_from_orders_with_an_over_long_expression_is_refused(admin_client_hub, sandbox, config):
+    expression = 'status = "ready-for-handling" or ' * 70 + "false"
+
+    response = admin_client_hub.post(change_url(config), form_data(filter_type="FromOrders", expression=expression))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["expression"][0].startswith("The expression is too long")
+    assert config_posts(sandbox) == []
 
 
 def test_from_orders_needs_an_expression(admin_client_hub, sandbox, config):
@@ -253,8 +268,9 @@ def stored_order(sandbox, store) -> OrderSync:
 
 def test_an_expression_is_tested_against_a_stored_order(admin_client_hub, config, stored_order):
     order_id = stored_order.order_id
-    matches = admin_client_hub.get(expression_url(config), {"expression": f'orderId = "{order_id}"', "order_id": order_id})
-    misses = admin_client_hub.get(expression_url(config), {"expression": 'orderId = "nope"', "order_id": order_id})
+    url = expression_url(config)
+    matches = admin_client_hub.post(url, {"expression": f'orderId = "{order_id}"', "order_id": order_id})
+    misses = admin_client_hub.post(url, {"expression": 'orderId = "nope"', "order_id": order_id})
 
     assert matches.status_code == misses.status_code == 200
     assert matches.context["result"].matched is True and b"Result: true" in matches.content
@@ -262,15 +278,83 @@ def test_an_expression_is_tested_against_a_stored_order(admin_client_hub, config
     assert FeedConfig.objects.get(pk=config.pk).expression == ""  # nothing is saved
 
 
-def test_the_expression_test_reports_syntax_errors_and_unknown_orders(admin_client_hub, config, stored_order):
-    broken = admin_client_hub.get(expression_url(config), {"expression": "status = ", "order_id": stored_order.order_id})
-    unknown = admin_client_hub.get(expression_url(config), {"expression": "value > 1", "order_id": "v999-01"})
-    failing = admin_client_hub.get(expression_url(config), {"expression": '"a" + 1', "order_id": stored_order.order_id})
+def test_the_tester_shows_the_value_and_which_document_it_read(admin_client_hub, config, stored_order):
+    response = admin_client_hub.post(expression_url(config), {"expression": "{'status': status, 'n': $count(items)}",
+                                                              "order_id": stored_order.order_id})
 
-    assert "Invalid JSONata" in broken.context["form"].errors["expression"][0]
+    value = json.loads(response.context["result"].value)
+    assert value == {"status": "ready-for-handling", "n": len(stored_order.order_snapshot["items"])}
+    html = response.content.decode()
+    assert 'id="expression-value"' in html and "&quot;status&quot;: &quot;ready-for-handling&quot;" in html
+    # The stored document is the one fetched at ready-for-handling; the list now shows the order as handling.
+    assert OrderSync.objects.get(pk=stored_order.pk).vtex_status == "handling"
+    document = response.context["document"]
+    assert document["status_then"] == "ready-for-handling" and document["changed"] is True
+    assert document["fetched_at"] is not None
+    assert "as the hub stored it" in html and "ago)" in html
+    assert "VTEX has since reported <code>handling</code>" in html
+
+
+def test_the_expression_test_reports_syntax_errors_and_unknown_orders(admin_client_hub, config, stored_order):
+    url, order_id = expression_url(config), stored_order.order_id
+    broken = admin_client_hub.post(url, {"expression": "status = ", "order_id": order_id})
+    unknown = admin_client_hub.post(url, {"expression": "value > 1", "order_id": "v999-01"})
+    failing = admin_client_hub.post(url, {"expression": '"a" + 1', "order_id": order_id})
+    too_long = admin_client_hub.post(url, {"expression": "1" * 2001, "order_id": order_id})
+
+    assert "Invalid JSONata" in broken.context["form"].errors["expression"][0] and broken.context["result"] is None
     assert "No stored order document" in unknown.context["form"].errors["order_id"][0]
     assert failing.context["result"].error.startswith("Evaluation failed")
     assert b"Error: Evaluation failed" in failing.content
+    assert "too long" in too_long.context["form"].errors["expression"][0]
+
+
+def test_a_runaway_expression_in_the_tester_is_cut_off_with_a_message(admin_client_hub, config, stored_order):
+    started = time.monotonic()
+    response = admin_client_hub.post(expression_url(config), {"expression": BACKTRACKING,
+                                                              "order_id": stored_order.order_id})
+
+    assert time.monotonic() - started < WALL_SECONDS + 1.5
+    assert response.status_code == 200
+    assert response.context["result"].error.startswith("Too slow: stopped after")
+    assert b"Error: Too slow: stopped after" in response.content
+
+
+def test_a_get_shows_the_form_and_evaluates_nothing(admin_client_hub, config, stored_order):
+    before = expressions.children_started
+    response = admin_client_hub.get(expression_url(config), {"expression": BACKTRACKING,
+                                                             "order_id": stored_order.order_id})
+
+    assert expressions.children_started == before
+    assert response.status_code == 200
+    assert response.context["result"] is None and b"Result:" not in response.content
+    assert b'<form method="post"' in response.content and b"csrfmiddlewaretoken" in response.content
+
+
+@pytest.mark.parametrize("who", ["viewer", "operator"])
+def test_those_who_may_not_edit_the_feed_config_get_403_and_nothing_is_evaluated(request, config, stored_order, who):
+    client = request.getfixturevalue(f"{who}_client")
+
+    before = expressions.children_started
+    response = client.post(expression_url(config), {"expression": BACKTRACKING, "order_id": stored_order.order_id})
+
+    assert response.status_code == 403
+    assert expressions.children_started == before
+    assert b"Result" not in response.content and b"Too slow" not in response.content
+    assert client.get(expression_url(config)).status_code == 403
+
+
+def test_the_tester_post_needs_the_csrf_token(administrator, config, stored_order):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(administrator)
+    data = {"expression": "true", "order_id": stored_order.order_id}
+
+    refused = client.post(expression_url(config), data)
+    form_page = client.get(expression_url(config))
+    accepted = client.post(expression_url(config), {**data, "csrfmiddlewaretoken": form_page.context["csrf_token"]})
+
+    assert refused.status_code == 403 and b"Result" not in refused.content
+    assert accepted.status_code == 200 and accepted.context["result"].matched is True
 
 
 def test_the_expression_test_offers_stored_orders_and_prefills_the_saved_expression(admin_client_hub, config,
@@ -292,8 +376,8 @@ def test_viewer_and_operator_cannot_save_the_feed_config(viewer_client, operator
 
 
 @pytest.mark.parametrize("who, change_page, add_page, load_page, test_page", [
-    ("viewer", 200, 403, 200, 200),
-    ("operator", 200, 403, 200, 200),
+    ("viewer", 200, 403, 200, 403),
+    ("operator", 200, 403, 200, 403),
     ("administrator", 200, 200, 200, 200),
 ])
 def test_every_feed_config_page_answers_each_group_as_its_permissions_say(
@@ -319,7 +403,8 @@ def test_only_administrators_get_an_editable_form_and_the_tools(viewer_client, a
 
     assert 'type="checkbox" name="statuses"' in admin_page and 'name="statuses"' not in viewer_page
     for page in (viewer_page, admin_page):
-        assert load_url(config) in page and expression_url(config) in page
+        assert load_url(config) in page
+    assert expression_url(config) in admin_page and expression_url(config) not in viewer_page  # the tester
     assert "possibly hundreds of times" in admin_page  # disableSingleFire is explained
 
 
