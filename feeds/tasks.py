@@ -6,6 +6,7 @@ import time
 
 from django.conf import settings
 
+from feeds.job_control import schedule_paused
 from feeds.jobs import job_continue
 from feeds.leases import lease_release, lease_take
 from feeds.services import feeds_pull
@@ -24,7 +25,7 @@ def pull_feeds(continuous: bool = False) -> str:
         report = feeds_pull(deadline=time.monotonic() + budget, until_empty=False)
     finally:
         lease_release(names=["pull_feeds"])
-    if continuous:
+    if continuous and not schedule_paused("pull_feeds"):  # staff paused it: let the chain end here
         job_continue("feeds.tasks.pull_feeds")
     return report.summary()
 

@@ -6,6 +6,7 @@ import time
 
 from django.conf import settings
 
+from feeds.job_control import schedule_paused
 from feeds.jobs import job_continue
 from feeds.leases import lease_release, lease_take
 from orders.services.dispatch import orders_dispatch
@@ -21,7 +22,7 @@ def dispatch_orders(continuous: bool = False) -> str:
         report = orders_dispatch(deadline=time.monotonic() + budget)
     finally:
         lease_release(names=["dispatch_orders"])
-    if continuous:
+    if continuous and not schedule_paused("dispatch_orders"):  # staff paused it: let the chain end here
         job_continue("orders.tasks.dispatch_orders")
     return report.summary()
 

@@ -11,103 +11,20 @@ function, and the schedule form accepts any dotted path (`os.system`). We replac
   order's Retry/Resend actions check the order's state first and put the request on its timeline.
 - Schedules are made by `manage.py setup_schedules` only: no one adds, edits or deletes them here.
   Staff with `feeds.run_jobs` may pause and resume them.
-- The cluster itself refuses every other function (`refuse_foreign_tasks`, on django-q2's `pre_enqueue`).
+- The cluster itself refuses every other function (feeds/job_control.py, on django-q2's `pre_enqueue`).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import logging
-from collections.abc import Callable
-from datetime import datetime, timezone as dt_timezone
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.dispatch import receiver
 from django.http import HttpRequest
-from django.utils import timezone
 from django_q.admin import FailAdmin, QueueAdmin, ScheduleAdmin, TaskAdmin
-from django_q.models import Failure, OrmQ, Schedule, Success, Task
-from django_q.signals import pre_enqueue
-from django_q.tasks import async_task
-from django_q.utils import get_func_repr
+from django_q.models import Failure, OrmQ, Schedule, Success
 
-logger = logging.getLogger(__name__)
-
-MANAGE_JOBS = "feeds.manage_jobs"
-RUN_JOBS = "feeds.run_jobs"
-HUB_TASK_MODULES = ("feeds.tasks", "orders.tasks")
-# django-q2's Schedule has no paused flag: a paused schedule is due in the year 9999, so the scheduler
-# (next_run < now) never picks it up, and setup_schedules (which does not set next_run) keeps it paused.
-PAUSED_UNTIL = datetime(9999, 1, 1, tzinfo=dt_timezone.utc)
-
-
-class ResubmitRefused(Exception):
-    """This task record may not be run again from the admin; the message says why."""
-
-
-def hub_task(func: object) -> Callable | None:
-    """The task function `func` names if it is one of the hub's (a public function of feeds.tasks or orders.tasks)."""
-    path = get_func_repr(func) or ""
-    module_name, _, name = path.rpartition(".")
-    if module_name not in HUB_TASK_MODULES or not name or name.startswith("_"):
-        return None
-    target = getattr(importlib.import_module(module_name), name, None)
-    # Defined in that module, not merely imported into it (feeds.tasks.lease_take is feeds.leases').
-    if not inspect.isfunction(target) or target.__module__ != module_name:
-        return None
-    if callable(func) and func is not target:
-        return None
-    return target
-
-
-def task_resubmit(*, task: Task, by: str) -> str:
-    """Queue the recorded task again as `by`'s; returns the new task id or raises ResubmitRefused."""
-    target = hub_task(task.func)
-    if target is None:
-        raise ResubmitRefused(f"{task.name}: {task.func} is not one of the hub's task functions")
-    signature = inspect.signature(target)
-    parameters = list(signature.parameters)
-    if "sync_id" in parameters:
-        # process_order, resend_order: run again as they are, they would skip the order's state check
-        # (a resolved order resent) and its timeline entry saying who asked.
-        raise ResubmitRefused(f"{task.name}: {task.func} acts on one order: use the order's Retry/Resend action "
-                              f"instead")
-    if task.hook:
-        raise ResubmitRefused(f"{task.name}: it has a result hook ({task.hook}); the hub's tasks have none")
-    args, kwargs = list(task.args or ()), dict(task.kwargs or {})
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise ResubmitRefused(f"{task.name}: its arguments no longer fit {task.func} ({exc})") from exc
-    if "by" in parameters:  # the new run is done by who clicked, not by who queued the original
-        if parameters.index("by") < len(args):
-            args[parameters.index("by")] = by
-        else:
-            kwargs["by"] = by
-    return async_task(task.func, *args, task_name=f"{task.name} (resubmitted by {by})"[:100], group=task.group,
-                      **kwargs)
-
-
-def foreign_task_refused(func: str) -> None:
-    """What the cluster runs instead of a function that is not the hub's: fails, naming it."""
-    raise PermissionError(f"refused to run {func!r}: not one of the hub's task functions (feeds.tasks, orders.tasks)")
-
-
-# Connected here because admin autodiscovery imports this module in every process that sets Django
-# up, the job cluster included. Every task (scheduled, queued by code, resubmitted) passes here first.
-@receiver(pre_enqueue, dispatch_uid="hub_refuse_foreign_tasks")
-def refuse_foreign_tasks(sender: object, task: dict, **kwargs: object) -> None:
-    """The cluster runs only the hub's task functions, and no result hook (the hub sets none)."""
-    if hook := task.pop("hook", None):
-        logger.warning("dropped the result hook %r of task %s: the hub runs no hooks", hook, task.get("name"))
-    if hub_task(task["func"]) is None:
-        func = get_func_repr(task["func"])
-        logger.error("refused to run %r (task %s): not one of the hub's task functions", func, task.get("name"))
-        # Swapped rather than raised: raising here would abort the scheduler's whole pass, every schedule
-        # included. The swapped task fails and its failure record names the refused function.
-        task["func"], task["args"], task["kwargs"] = f"{__name__}.foreign_task_refused", (func,), {}
+from feeds.job_control import (
+    MANAGE_JOBS, PAUSED_UNTIL, RUN_JOBS, ResubmitRefused, hub_task, schedule_set_paused, task_resubmit,
+)
 
 
 class JobRecordAdmin(admin.ModelAdmin):
@@ -190,23 +107,19 @@ class HubScheduleAdmin(ScheduleAdmin):
 
     @admin.action(description="Pause selected schedules", permissions=["run_jobs"])
     def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._set_next_run(request, queryset.filter(next_run__lt=PAUSED_UNTIL), PAUSED_UNTIL, "Paused")
-        self.message_user(request, "A paused schedule no longer starts its job. pull_feeds and dispatch_orders "
-                                   "also queue their own next run: disable a store to stop its work at once.",
-                          messages.INFO)
+        self._set_paused(request, queryset, paused=True, verb="Paused")
 
     @admin.action(description="Resume selected schedules (run now, then as scheduled)", permissions=["run_jobs"])
     def resume(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._set_next_run(request, queryset.filter(next_run__gte=PAUSED_UNTIL), timezone.now(), "Resumed")
+        self._set_paused(request, queryset, paused=False, verb="Resumed")
 
-    def _set_next_run(self, request: HttpRequest, queryset: QuerySet, next_run: datetime, verb: str) -> None:
+    def _set_paused(self, request: HttpRequest, queryset: QuerySet, *, paused: bool, verb: str) -> None:
         if not self.has_run_jobs_permission(request):
             self.message_user(request, "You may not pause or resume schedules.", messages.ERROR)
             return
         changed = 0
         for schedule in queryset:
-            # One UPDATE each, guarded, so a scheduler pass that holds the row finishes first and cannot undo it.
-            if Schedule.objects.filter(pk=schedule.pk).update(next_run=next_run):
+            if schedule_set_paused(schedule_id=schedule.pk, paused=paused):
                 self.log_change(request, schedule, f"{verb} by {request.user.get_username()}")
                 changed += 1
         self.message_user(request, f"{verb} {changed} schedule(s)", messages.SUCCESS if changed else messages.WARNING)

@@ -17,7 +17,7 @@ from django_q.models import OrmQ, Schedule, Task
 from django_q.scheduler import scheduler
 from django_q.tasks import async_task
 
-from feeds.admin.jobs import PAUSED_UNTIL, foreign_task_refused, hub_task
+from feeds.job_control import PAUSED_UNTIL, foreign_task_refused, hub_task, schedule_set_paused
 from feeds.models import Store
 from feeds.schedules import schedules_setup
 from tests.admin.conftest import action_ran
@@ -231,7 +231,7 @@ def test_the_scheduler_queues_a_refusal_instead_of_a_foreign_function():
 
     tasks = {task["group"]: task for task in queued()}
     assert (tasks["ours"]["func"], tasks["ours"]["args"]) == ("feeds.tasks.refresh_queue_status", ())
-    assert (tasks["pwn"]["func"], tasks["pwn"]["args"]) == ("feeds.admin.jobs.foreign_task_refused", ("os.system",))
+    assert (tasks["pwn"]["func"], tasks["pwn"]["args"]) == ("feeds.job_control.foreign_task_refused", ("os.system",))
     assert "hook" not in tasks["pwn"]
     with pytest.raises(PermissionError, match="refused to run 'os.system'"):
         foreign_task_refused(*tasks["pwn"]["args"])
@@ -242,7 +242,7 @@ def test_tasks_queued_by_code_pass_the_same_guard(db):
     async_task("orders.tasks.dispatch_store", 7, "otto")
 
     assert [(t["func"], t["args"]) for t in queued()] == [
-        ("feeds.admin.jobs.foreign_task_refused", ("os.getcwd",)), ("orders.tasks.dispatch_store", (7, "otto"))]
+        ("feeds.job_control.foreign_task_refused", ("os.getcwd",)), ("orders.tasks.dispatch_store", (7, "otto"))]
 
 
 def test_only_public_functions_defined_in_the_task_modules_are_hub_tasks():
@@ -251,5 +251,21 @@ def test_only_public_functions_defined_in_the_task_modules_are_hub_tasks():
     assert hub_task("feeds.tasks.pull_feeds") is feeds_tasks.pull_feeds
     assert hub_task(feeds_tasks.pull_feeds) is feeds_tasks.pull_feeds
     refused = ["os.system", "feeds.tasks.lease_take", "feeds.tasks.settings", "feeds.tasks.time.sleep",
-               "feeds.tasksX.pull_feeds", "", "pull_feeds", "feeds.admin.jobs.foreign_task_refused"]
+               "feeds.tasksX.pull_feeds", "", "pull_feeds", "feeds.job_control.foreign_task_refused"]
     assert [hub_task(path) for path in refused] == [None] * len(refused)
+
+
+def test_a_paused_chained_job_stops_queueing_its_next_run(settings, db):
+    from orders.tasks import dispatch_orders
+
+    settings.HUB_JOB_BUDGET_SECONDS = 0.1
+    schedules_setup()
+    schedule = Schedule.objects.get(name="dispatch_orders")
+
+    dispatch_orders(continuous=True)
+    assert [task["func"] for task in queued()] == ["orders.tasks.dispatch_orders"]  # the chain goes on
+
+    OrmQ.objects.all().delete()
+    assert schedule_set_paused(schedule_id=schedule.pk, paused=True)
+    dispatch_orders(continuous=True)
+    assert queued() == []  # paused: the running chain ends instead of queueing itself again
