@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib import admin, messages
@@ -18,8 +19,8 @@ from django.utils.timesince import timesince
 
 from feeds.models import FeedEvent
 from integrationhub.admin_base import ReadOnlyAdmin
+from integrationhub.personal_data import PersonalDataAdminMixin, can_see_personal_data, for_user, shown
 from orders.models import OrderSync, SyncAttempt
-from integrationhub.personal_data import mask_personal_data
 from orders.services.staff import ACTIONS, ActionRefused, action_check, order_act
 
 STATE_COLORS = {
@@ -51,26 +52,51 @@ class CreatedFilter(admin.SimpleListFilter):
         return queryset
 
 
+@dataclass(frozen=True)
+class TimelineRow:
+    """One attempt on the order page, with its texts as the viewer may see them."""
+
+    attempt: SyncAttempt
+    message: str
+    answer: str
+
+
 @admin.register(OrderSync)
-class OrderSyncAdmin(admin.ModelAdmin):
+class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     list_display = ["order_id", "store", "badge", "vtex_status", "erp_reference", "attempts", "short_error", "age"]
     list_filter = ["state", "store", "vtex_status", "error_kind", CreatedFilter]
     # Exact matches use the indexes; an order id may also be searched by its start.
     search_fields = ["^order_id", "=sequence", "=customer_email"]
     search_help_text = "Order id (or its start), sequence number, or the customer's exact email."
+    # Searching by e-mail would tell a Viewer which orders a known person placed: only for those who may see it.
+    search_fields_without_personal_data = ["^order_id", "=sequence"]
+    search_help_text_without_personal_data = "Order id (or its start) or sequence number."
     list_select_related = ["store"]
     list_per_page = 100
     show_full_result_count = False  # no second COUNT(*) over 100k rows
     ordering = ["-pk"]  # newest first; ids grow with time and the primary key index serves the sort
     actions = ["bulk_retry", "bulk_start_handling", "bulk_resend", "bulk_resolve"]
     change_form_template = "admin/orders/ordersync/change_form.html"
+    # last_error quotes ERP answers: shown through a display method that masks it.
     fields = ["store", "order_id", "state", "vtex_status", "sequence", "erp_reference", "attempts", "next_attempt_at",
-              "last_error", "error_kind", "cancel_pending", "erp_accepted_at", "handling_started_at",
+              "last_error_shown", "error_kind", "cancel_pending", "erp_accepted_at", "handling_started_at",
               "erp_cancel_sent_at", "first_event_at", "created_at", "updated_at"]
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).defer("order_snapshot")
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        if can_see_personal_data(request.user):
+            return list(self.search_fields)
+        return list(self.search_fields_without_personal_data)
+
+    def get_changelist_instance(self, request: HttpRequest):
+        changelist = super().get_changelist_instance(request)
+        # search_help_text has no per-request hook; the changelist carries it to the template.
+        if not can_see_personal_data(request.user):
+            changelist.search_help_text = self.search_help_text_without_personal_data
+        return changelist
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -91,7 +117,12 @@ class OrderSyncAdmin(admin.ModelAdmin):
 
     @admin.display(description="Last error")
     def short_error(self, obj: OrderSync) -> str:
-        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+        text = shown(obj, obj.last_error)  # masked before it is cut, so a cut cannot leave half an e-mail
+        return (text[:80] + "…") if len(text) > 80 else text
+
+    @admin.display(description="Last error")
+    def last_error_shown(self, obj: OrderSync) -> str:
+        return shown(obj, obj.last_error)
 
     @admin.display(description="Age", ordering="created_at")
     def age(self, obj: OrderSync) -> str:
@@ -105,21 +136,26 @@ class OrderSyncAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         sync = get_object_or_404(OrderSync.objects.select_related("store", "store__erp"), pk=object_id)
-        see_personal = request.user.has_perm("orders.view_personal_data")
-        document = sync.order_snapshot if see_personal else mask_personal_data(sync.order_snapshot)
+        user = request.user
+        document = for_user(user, sync.order_snapshot)
         timeline = list(sync.attempts_log.order_by("created_at", "id"))
         last_erp = next((a for a in reversed(timeline) if a.step in ("erp_send", "erp_cancel")), None)
         events = FeedEvent.objects.filter(store=sync.store, order_id=sync.order_id).order_by("received_at", "id")
         operate = self.has_operate_permission(request)
         context = {
             "sync": sync,
+            "sync_error": for_user(user, sync.last_error),
             "state_badge": state_badge(sync),
-            "timeline": timeline,
-            "events": [(event, json.dumps(event.payload, indent=2, ensure_ascii=False)) for event in events],
+            "timeline": [TimelineRow(attempt, for_user(user, attempt.message), for_user(user, attempt.response_excerpt))
+                         for attempt in timeline],
+            "events": [(event, json.dumps(for_user(user, event.payload), indent=2, ensure_ascii=False))
+                       for event in events],
             "document_json": json.dumps(document, indent=2, ensure_ascii=False) if document else "",
-            "personal_masked": not see_personal,
+            "personal_masked": not can_see_personal_data(user),
             "last_erp": last_erp,
-            "last_erp_request": _pretty(last_erp.request_excerpt) if last_erp else "",
+            "last_erp_message": for_user(user, last_erp.message) if last_erp else "",
+            "last_erp_request": for_user(user, _pretty(last_erp.request_excerpt)) if last_erp else "",
+            "last_erp_answer": for_user(user, _pretty(last_erp.response_excerpt)) if last_erp else "",
             "can_operate": operate,
             "order_actions": [(action, action_check(action.name, sync)) for action in ACTIONS.values()]
             if operate else [],
@@ -200,12 +236,29 @@ def _pretty(text: str) -> str:
 
 
 @admin.register(SyncAttempt)
-class SyncAttemptAdmin(ReadOnlyAdmin):
+class SyncAttemptAdmin(PersonalDataAdminMixin, ReadOnlyAdmin):
     """The timeline of all orders, read-only: useful to look across orders at one kind of failure."""
 
-    list_display = ["created_at", "order", "step", "outcome", "http_status", "duration_ms", "triggered_by", "message"]
+    list_display = ["created_at", "order", "step", "outcome", "http_status", "duration_ms", "triggered_by",
+                    "message_shown"]
     list_filter = ["step", "outcome", "triggered_by"]
     search_fields = ["^order__order_id"]
     list_select_related = ["order"]
     raw_id_fields = ["order"]
     show_full_result_count = False
+    # The texts quote VTEX and the ERP: the detail page shows them through masking display methods, never raw.
+    fields = ["order", "step", "outcome", "http_status", "duration_ms", "triggered_by", "created_at",
+              "message_shown", "request_shown", "response_shown"]
+    readonly_fields = fields
+
+    @admin.display(description="Message")
+    def message_shown(self, obj: SyncAttempt) -> str:
+        return shown(obj, obj.message)
+
+    @admin.display(description="Request")
+    def request_shown(self, obj: SyncAttempt) -> str:
+        return format_html("<pre>{}</pre>", shown(obj, _pretty(obj.request_excerpt))) if obj.request_excerpt else "—"
+
+    @admin.display(description="Answer")
+    def response_shown(self, obj: SyncAttempt) -> str:
+        return format_html("<pre>{}</pre>", shown(obj, _pretty(obj.response_excerpt))) if obj.response_excerpt else "—"

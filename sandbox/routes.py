@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 NOT_CANCELLABLE = {"invoice", "invoiced"}  # invoiced, or an invoice being verified (partially invoiced)
 KNOBS = {"latency_ms", "fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate", "retry_after_seconds",
-         "shuffle"}
+         "shuffle", "erp_refuse_customer_data"}
+BOOLEAN_KNOBS = {"shuffle", "erp_refuse_customer_data"}
 
 
 class BadRequest(Exception):
@@ -87,6 +88,16 @@ class RouteActions:
     set_status: Callable[[str, str], dict[str, Any]]
     fail_next: Callable[..., None]
     stats: Callable[[], dict[str, Any]]
+
+    @property
+    def erp_refuse_customer_data(self) -> bool:
+        """The ERP refuses every order.ready with 422, quoting the customer's e-mail, document and phone."""
+        return self._erp.refuse_with_customer_data
+
+    @erp_refuse_customer_data.setter
+    def erp_refuse_customer_data(self, value: bool) -> None:
+        with self._lock:
+            self._erp.refuse_with_customer_data = bool(value)
 
     def act(self, route: Route, call: Call) -> Response:
         action = getattr(self, f"_do_{route.name}")
@@ -303,7 +314,7 @@ class RouteActions:
             for name, value in payload.items():
                 if name == "retry_after_seconds":
                     value = None if value is None else int(value)
-                elif name == "shuffle":
+                elif name in BOOLEAN_KNOBS:
                     value = bool(value)
                 else:
                     value = float(value)

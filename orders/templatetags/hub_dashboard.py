@@ -8,6 +8,7 @@ from typing import Any
 from django import template
 from django.urls import NoReverseMatch, reverse
 
+from integrationhub.personal_data import for_user
 from orders.charts import bar_chart_svg
 from orders.dashboard import StoreHealth, dashboard_build
 
@@ -40,12 +41,19 @@ def hub_dashboard(context: template.Context) -> dict[str, Any]:
     rows = [DashboardRow(health, *(_run_urls(health.store_id) if can_run else ("", ""))) for health in board.stores]
     return {
         "show": True,
+        "viewer": user,  # for the |personal filter: error texts quote VTEX and the ERP
         "board": board,
         "rows": rows,
         "handled_chart": bar_chart_svg(board.handled_per_hour, title="Orders handled per hour", color="#198754"),
         "failures_chart": bar_chart_svg(board.failures_per_hour, title="Failures per hour (retries and parked)",
                                         color="var(--error-fg)"),
     }
+
+
+@register.filter
+def personal(value: Any, user: Any) -> Any:
+    """`{{ text|personal:viewer }}`: the text as this user may see it (personal data masked without permission)."""
+    return for_user(user, value)
 
 
 @register.filter
