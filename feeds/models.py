@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from django.core.validators import MaxLengthValidator
 from django.db import models
 from django.db.models import Q
+
+from integrationhub.crypto import EncryptedJSONField, EncryptedTextField
+
+APP_TOKEN_MAX_LENGTH = 500
 
 
 class Store(models.Model):
@@ -21,7 +26,8 @@ class Store(models.Model):
     environment = models.CharField(max_length=100, default="vtexcommercestable")
     base_url = models.URLField(blank=True, help_text="Overrides https://{account}.{environment}.com.br (sandbox, tests)")
     app_key = models.CharField(max_length=200)
-    app_token = models.CharField(max_length=500)  # secret: never printed, logged or rendered back
+    # Secret: encrypted at rest, never printed, logged or rendered back. The limit is on the plaintext.
+    app_token = EncryptedTextField(validators=[MaxLengthValidator(APP_TOKEN_MAX_LENGTH)])
     enabled = models.BooleanField(default=True)
 
     # Health, written by the jobs.
@@ -55,7 +61,7 @@ class ErpConnection(models.Model):
 
     store = models.OneToOneField(Store, on_delete=models.CASCADE, related_name="erp")
     url = models.URLField()
-    headers = models.JSONField(default=dict, blank=True)  # may hold credentials: never rendered back
+    headers = EncryptedJSONField(default=dict, blank=True)  # may hold credentials: encrypted, never rendered back
     timeout_seconds = models.FloatField(default=20.0)
     connector = models.CharField(max_length=200, default=DEFAULT_CONNECTOR)
 

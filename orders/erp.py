@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import requests
+from django.conf import settings
 from django.utils.module_loading import import_string
 
 from feeds.models import ErpConnection
@@ -44,8 +45,15 @@ def idempotency_key(*, store_name: str, order_id: str, event: str) -> str:
     return hashlib.sha256(f"{store_name}\n{order_id}\n{event}".encode()).hexdigest()[:40]
 
 
+class ErpConfigError(Exception):
+    """The store names a connector the hub does not allow (a row written before the allowlist existed)."""
+
+
 def connector_for(connection: ErpConnection) -> ErpConnector:
-    return import_string(connection.connector or ErpConnection.DEFAULT_CONNECTOR)(connection)
+    path = connection.connector or ErpConnection.DEFAULT_CONNECTOR
+    if path not in settings.HUB_ERP_CONNECTORS:  # checked again here: a dotted path is code the workers run
+        raise ErpConfigError(f"the ERP connector {path!r} is not listed in HUB_ERP_CONNECTORS")
+    return import_string(path)(connection)
 
 
 class HttpErpConnector:

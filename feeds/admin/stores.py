@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -15,8 +15,9 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from feeds.jobs import RUNNABLE, store_run_now
-from feeds.models import ErpConnection, FeedConfig, Store
-from feeds.stores import parse_header
+from feeds.models import APP_TOKEN_MAX_LENGTH, ErpConnection, FeedConfig, Store
+from feeds.stores import ERP_CHECKS, STORE_CHECKS, clean_erp_headers, erp_values_clean, parse_header, store_values_clean
+from integrationhub.personal_data import PersonalDataAdminMixin, shown
 
 # Django 5.2 warns that URLField's default scheme becomes https in 6.0: choose it now, for the forms
 # built when this module is imported (Meta.formfield_callback) and for the ones the admin builds.
@@ -33,7 +34,7 @@ class StoreForm(forms.ModelForm):
     """The app token is never rendered back: leave the field empty to keep the stored one."""
 
     app_token = forms.CharField(
-        required=False, strip=True, widget=forms.PasswordInput(render_value=False),
+        required=False, strip=True, max_length=APP_TOKEN_MAX_LENGTH, widget=forms.PasswordInput(render_value=False),
         help_text="Write-only. Leave empty to keep the current token.",
     )
 
@@ -47,6 +48,9 @@ class StoreForm(forms.ModelForm):
         if not token and not (self.instance and self.instance.pk and self.instance.app_token):
             raise forms.ValidationError("An app token is required for a new store.")
         return token or self.instance.app_token
+
+    def clean(self) -> dict[str, Any]:
+        return _validated(self, super().clean(), store_values_clean, STORE_CHECKS)
 
 
 class ErpConnectionForm(forms.ModelForm):
@@ -66,13 +70,26 @@ class ErpConnectionForm(forms.ModelForm):
         text = self.cleaned_data.get("new_headers", "")
         if not text.strip():
             return None
-        return dict(parse_header(line) for line in text.splitlines() if line.strip())
+        return clean_erp_headers(dict(parse_header(line) for line in text.splitlines() if line.strip()))
+
+    def clean(self) -> dict[str, Any]:
+        return _validated(self, super().clean(), erp_values_clean, ERP_CHECKS)
 
     def save(self, commit: bool = True) -> ErpConnection:
         headers = self.cleaned_data.get("new_headers")
         if headers is not None:
             self.instance.headers = headers
         return super().save(commit=commit)
+
+
+def _validated(form: forms.ModelForm, cleaned: dict[str, Any], cleaner: Any, checks: dict) -> dict[str, Any]:
+    """The same validation as connect_store (feeds.stores), its errors shown on the fields."""
+    values = {name: cleaned[name] for name in checks if name in cleaned and name in form.fields}
+    try:
+        cleaned.update(cleaner(values))
+    except ValidationError as exc:
+        form.add_error(None, exc)  # keys are the form's field names
+    return cleaned
 
 
 class ErpConnectionInline(admin.StackedInline):
@@ -94,15 +111,16 @@ class ErpConnectionInline(admin.StackedInline):
 
 
 @admin.register(Store)
-class StoreAdmin(admin.ModelAdmin):
+class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     form = StoreForm
     inlines = [ErpConnectionInline]
     formfield_overrides = URL_FIELDS
     list_display = ["name", "account", "enabled", "feed_status", "last_pull_at", "last_dispatch_at", "vtex_url"]
     list_filter = ["enabled", "feed_status"]
     search_fields = ["name", "account"]
-    readonly_fields = ["app_token_set", "feed_status", "feed_error", "last_pull_at", "last_dispatch_at",
+    readonly_fields = ["app_token_set", "feed_status", "feed_error_shown", "last_pull_at", "last_dispatch_at",
                        "vtex_paused_until", "created_at", "updated_at"]
+    exclude = ["feed_error"]  # shown through feed_error_shown: VTEX's answer may quote customer data
 
     def get_fields(self, request: HttpRequest, obj: Store | None = None) -> list[str]:
         fields = list(super().get_fields(request, obj))
@@ -110,6 +128,10 @@ class StoreAdmin(admin.ModelAdmin):
             # A read-only page prints model values as they are: the token must not be one of them.
             fields.remove("app_token")
         return fields
+
+    @admin.display(description="Feed error")
+    def feed_error_shown(self, obj: Store) -> str:
+        return shown(obj, obj.feed_error)
 
     @admin.display(description="VTEX")
     def vtex_url(self, obj: Store) -> str:

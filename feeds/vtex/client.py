@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -145,6 +146,15 @@ def parse_feed_item(raw: Any) -> FeedItem:
     )
 
 
+def order_path(order_id: str) -> str:
+    """/api/oms/pvt/orders/{orderId} with the id as one opaque segment: no id can reach another endpoint."""
+    segment = quote(order_id, safe="")
+    if not segment or segment in (".", ".."):
+        # quote() leaves dots alone, and HTTP clients resolve "." and ".." segments; an empty id is the list endpoint.
+        raise VtexError(f"not a usable order id: {order_id!r}")
+    return f"/api/oms/pvt/orders/{segment}"
+
+
 def _lower_keys(data: dict) -> dict:
     return {str(key).lower(): value for key, value in data.items()}
 
@@ -248,7 +258,7 @@ class VtexClient:
 
     def order_get(self, order_id: str) -> OrderDocument:
         """Get order: GET /api/oms/pvt/orders/{orderId}."""
-        response, call = self._request("GET", f"/api/oms/pvt/orders/{order_id}")
+        response, call = self._request("GET", order_path(order_id))
         data = self._json(response, call)
         if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             raise VtexUnavailable(f"GET order {order_id}: answer has no status", call=call)
@@ -256,7 +266,7 @@ class VtexClient:
 
     def order_start_handling(self, order_id: str) -> Call:
         """Start handling: POST /api/oms/pvt/orders/{orderId}/start-handling (204 = done)."""
-        _, call = self._request("POST", f"/api/oms/pvt/orders/{order_id}/start-handling")
+        _, call = self._request("POST", order_path(order_id) + "/start-handling")
         if call.status != 204:
             # VTEX: "validate this response to retry the call if the response differs from 204".
             raise VtexUnavailable(f"start-handling {order_id}: HTTP {call.status}, expected 204", call=call)

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,8 +25,9 @@ from django.db import transaction
 from django.db.models import Case, DateTimeField, Q, Value, When
 from django.utils import timezone
 
-from feeds.models import Store
+from feeds.models import ErpConnection, Store
 from feeds.vtex.client import Call, OrderDocument, VtexClient, VtexError, VtexUnavailable
+from integrationhub.personal_data import mask_text
 from orders import erp
 from orders.models import OrderSync, SyncAttempt
 from orders.services.backoff import retry_delay
@@ -49,10 +50,19 @@ class ClaimLost(Exception):
     """Our claim expired and another worker took the order: stop without writing."""
 
 
-@dataclass(frozen=True)
 class Clients:
-    vtex: VtexClient
-    erp: erp.ErpConnector
+    """A thread's clients for one store. The ERP connector is built on first use, inside the step's error
+    handling: a connector whose constructor raises becomes a retry on the timeline, not a stuck claim."""
+
+    def __init__(self, *, vtex: VtexClient, connection: ErpConnection) -> None:
+        self.vtex, self.connection = vtex, connection
+        self._erp: erp.ErpConnector | None = None
+
+    @property
+    def erp(self) -> erp.ErpConnector:
+        if self._erp is None:
+            self._erp = erp.connector_for(self.connection)
+        return self._erp
 
 
 _local = threading.local()
@@ -78,7 +88,7 @@ def clients_for(store: Store) -> Clients:
         return cached[1]
     vtex = VtexClient(base_url=store.vtex_base_url, app_key=store.app_key, app_token=store.app_token,
                       timeout=settings.HUB_HTTP_TIMEOUT_SECONDS)
-    cache[store.pk] = (version, Clients(vtex=vtex, erp=erp.connector_for(store.erp)))
+    cache[store.pk] = (version, Clients(vtex=vtex, connection=store.erp))
     return cache[store.pk][1]
 
 
@@ -108,10 +118,14 @@ class OrderRun:
     def __init__(self, *, sync_id: int, token: str, by: str) -> None:
         self.sync_id, self.token, self.by = sync_id, token, by
         self.sync = OrderSync.objects.only(*LOADED_FIELDS).get(pk=sync_id)
-        self.sync.store = store_for(self.sync.store_id)
         self.pending_fields: dict[str, Any] = {}
         self.pending_attempts: list[SyncAttempt] = []
         self.erp_request = ""  # what the last ERP call sent, minus the order document and secret headers
+        self.step: str = SyncAttempt.Step.GET_ORDER  # the step under way: where an unexpected failure is recorded
+
+    def prepare(self) -> None:
+        """Load the store and clients. Not in __init__: order_process records what fails here on the timeline."""
+        self.sync.store = store_for(self.sync.store_id)
         self.clients = clients_for(self.sync.store)
 
     # --- writing -------------------------------------------------------------------------
@@ -178,7 +192,8 @@ class OrderRun:
 
     def park(self, *, step: str, message: str, kind: str, call: Call | None = None, **fields: Any) -> OrderSync:
         """Needs attention: nothing more happens until staff act (or a cancel notice is owed)."""
-        log.warning("order %s needs attention: %s", self.sync.order_id, message)
+        # The message may quote an ERP answer with the customer's data: logs get the masked text.
+        log.warning("order %s needs attention: %s", self.sync.order_id, mask_text(message))
         fields.setdefault("attempts", self.sync.attempts + 1)
         return self.save(step=step, outcome=SyncAttempt.Outcome.FAILED, call=call, message=message, release=True,
                          state=OrderSync.State.NEEDS_ATTENTION, last_error=message, error_kind=kind, **fields)
@@ -186,7 +201,9 @@ class OrderRun:
     # --- the steps -----------------------------------------------------------------------
     def run(self) -> str:
         """Advance the order as far as it goes now; returns its sync state."""
+        self.step = self._first_step()
         try:
+            self.prepare()
             for _ in range(6):  # each pass moves one step; the bound only guards against a bug looping
                 if not self.step_once():
                     break
@@ -218,6 +235,13 @@ class OrderRun:
         self.save(release=True)
         return False
 
+    def _first_step(self) -> str:
+        if self.sync.cancel_pending and not self.sync.erp_cancel_sent_at:
+            return SyncAttempt.Step.ERP_CANCEL
+        if self.sync.state == OrderSync.State.SENT_TO_ERP:
+            return SyncAttempt.Step.START_HANDLING
+        return SyncAttempt.Step.GET_ORDER
+
     @staticmethod
     def _step_of(call: Call | None) -> str:
         if call and call.path.endswith("/start-handling"):
@@ -225,6 +249,7 @@ class OrderRun:
         return SyncAttempt.Step.GET_ORDER
 
     def get_order(self) -> OrderDocument:
+        self.step = SyncAttempt.Step.GET_ORDER
         doc = self.clients.vtex.order_get(self.sync.order_id)
         profile = doc.raw.get("clientProfileData") or {}
         # The document holds personal data: it is kept in the snapshot (masked for most staff), not the timeline.
@@ -242,8 +267,14 @@ class OrderRun:
             "body": {"event": event, "store": self.sync.store.name, "orderId": self.sync.order_id,
                      "order": "<the VTEX order document>"},
         })
-        return self.clients.erp.send(event=event, store_name=self.sync.store.name, order_id=self.sync.order_id,
-                                     order=order, idempotency_key=key)
+        self.step = SyncAttempt.Step.ERP_CANCEL if event == erp.ORDER_CANCELED else SyncAttempt.Step.ERP_SEND
+        try:
+            return self.clients.erp.send(event=event, store_name=self.sync.store.name, order_id=self.sync.order_id,
+                                         order=order, idempotency_key=key)
+        except Exception as exc:  # the connector's own failure (set-up or send): retried like an ERP outage
+            log.exception("order %s: ERP connector failed", self.sync.order_id)
+            return erp.ErpResult("retry", f"ERP connector {self.sync.store.erp.connector} failed: "
+                                          f"{type(exc).__name__}: {str(exc)[:300]}")
 
     def step_send_to_erp(self) -> bool:
         doc = self.get_order()
@@ -282,6 +313,7 @@ class OrderRun:
         return False
 
     def step_start_handling(self) -> bool:
+        self.step = SyncAttempt.Step.START_HANDLING
         try:
             call = self.clients.vtex.order_start_handling(self.sync.order_id)
         except VtexError as exc:
@@ -337,6 +369,7 @@ class OrderRun:
 
     def resend(self) -> str:
         """Staff's "resend to ERP": the same event and Idempotency-Key as before, so the ERP can drop it."""
+        self.prepare()
         try:
             doc = self.get_order()
         except VtexError as exc:
@@ -387,13 +420,14 @@ def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True, 
     token = order_claim(sync_id=sync_id, due_only=due_only)
     if token is None:
         return None
+    # Reads one row; if even that fails the database is down and the claim's expiry is the only way back.
     run = OrderRun(sync_id=sync_id, token=token, by=by)
     try:
         return run.resend() if resend else run.run()
-    except Exception as exc:  # a bug must not leave the order claimed for HUB_CLAIM_SECONDS
+    except Exception as exc:  # any failure (a bug, a broken store row) lands on the timeline and frees the order
         log.exception("order %s: unexpected error", run.sync.order_id)
         try:
-            run.retry(step=SyncAttempt.Step.GET_ORDER, message=f"internal error: {type(exc).__name__}: {exc}",
+            run.retry(step=run.step, message=f"internal error: {type(exc).__name__}: {str(exc)[:500]}",
                       kind="internal_error")
         except ClaimLost:
             pass

@@ -110,6 +110,7 @@ def test_secrets_never_appear_in_any_store_or_feed_page(request, store, who):
         response = client.get(url)
         assert TOKEN.encode() not in response.content, url
         assert ERP_SECRET.encode() not in response.content, url
+        assert b"fernet:" not in response.content, url  # nor the ciphertext
 
 
 def test_the_change_page_shows_header_names_and_whether_a_token_is_set(viewer_client, admin_client_hub, store):

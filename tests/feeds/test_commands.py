@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from feeds.models import ErpConnection, Store
@@ -27,7 +29,10 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update({"DATABASE_URL": subprocess_database_url(), "DJANGO_SETTINGS_MODULE": "integrationhub.settings",
                 "DJANGO_SECRET_KEY": "test-only", "HUB_RETRY_BASE_SECONDS": "0.1", "HUB_RETRY_MAX_SECONDS": "0.5",
-                "HUB_IDLE_POLL_SECONDS": "0.1", "HUB_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"})
+                "HUB_IDLE_POLL_SECONDS": "0.1", "HUB_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1",
+                # The same keys as this process: the subprocess reads the secrets the tests stored.
+                "HUB_ENCRYPTION_KEYS": ",".join(settings.HUB_ENCRYPTION_KEYS),
+                "HUB_ERP_CONNECTORS": ",".join(settings.HUB_ERP_CONNECTORS)})
     env.update(extra)
     return env
 
@@ -109,6 +114,31 @@ def test_connect_store_refuses_bad_input_and_writes_nothing(sandbox, transaction
     assert result.returncode != 0
     assert message in result.stderr
     assert Store.objects.count() == 0 and ErpConnection.objects.count() == 0
+
+
+def test_rerunning_connect_store_changes_only_the_options_given(sandbox, transactional_db, monkeypatch):
+    monkeypatch.delenv("VTEX_APP_TOKEN", raising=False)
+    call_command(*_connect_args(sandbox), stdout=open(os.devnull, "w"))
+    out = io.StringIO()
+
+    # No token, no ERP URL, no header: all kept.
+    call_command("connect_store", "acme", "--erp-timeout", "5", stdout=out)
+
+    assert "updated (erp timeout_seconds)" in out.getvalue()
+    store = Store.objects.get(name="acme")
+    assert (store.app_token, store.account, store.base_url) == (TOKEN, "sandbox", sandbox.url)
+    assert (store.erp.url, store.erp.timeout_seconds) == (sandbox.erp_url, 5.0)
+    assert store.erp.headers == {"Authorization": "Bearer erp-secret-9931"}
+    assert TOKEN not in out.getvalue() and "erp-secret-9931" not in out.getvalue()
+
+
+def test_any_header_option_replaces_all_stored_headers(sandbox, transactional_db, monkeypatch):
+    call_command(*_connect_args(sandbox), stdout=open(os.devnull, "w"))
+    monkeypatch.setenv("ERP_KEY", "k-123")
+
+    call_command("connect_store", "acme", "--erp-header-env", "X-Api-Key=ERP_KEY", stdout=io.StringIO())
+
+    assert ErpConnection.objects.get(store__name="acme").headers == {"X-Api-Key": "k-123"}
 
 
 def test_sync_exits_0_when_idle_and_prints_a_summary(sandbox, transactional_db):

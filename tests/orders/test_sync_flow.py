@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import quote
 
 import pytest
 
 from feeds.cycle import sync_until_idle
-from feeds.models import FeedEvent
+from feeds.models import ErpConnection, FeedEvent, Store
+from feeds.services import feeds_pull
 from orders.models import OrderSync, SyncAttempt
+from orders.services.process import order_process
 from tests.conftest import TOKEN
 from tests.helpers import keys_by_order, run_sync, start_handling_204, states
 
@@ -179,8 +182,109 @@ def test_an_unknown_erp_connector_is_refused_when_connecting(sandbox, store):
 
     from feeds.stores import store_connect
 
-    with pytest.raises(ValidationError, match="no ERP connector at 'erp.Nope'"):
-        store_connect(name="acme", account="sandbox", app_key="k", app_token=TOKEN, base_url=sandbox.url,
-                      erp_url=sandbox.erp_url, erp_connector="erp.Nope")
+    for path in ("erp.Nope", "builtins.input"):
+        with pytest.raises(ValidationError, match=f"no ERP connector at '{path}': choose one of"):
+            store_connect(name="acme", account="sandbox", app_key="k", app_token=TOKEN, base_url=sandbox.url,
+                          erp_url=sandbox.erp_url, erp_connector=path)
     store.erp.refresh_from_db()
     assert store.erp.connector == "orders.erp.HttpErpConnector"
+    assert Store.objects.get(pk=store.pk).app_key == "vtexappkey-sandbox-HUB"  # nothing of the call was written
+
+
+def _pulled_order(sandbox) -> OrderSync:
+    [order_id] = sandbox.create_orders(1)
+    feeds_pull(deadline=time.monotonic() + 10, until_empty=True, readers=1)
+    return OrderSync.objects.get(order_id=order_id)
+
+
+def _assert_released_with_a_retry(sync: OrderSync, step: str, *texts: str) -> SyncAttempt:
+    sync.refresh_from_db()
+    assert sync.claim_token == "" and sync.claimed_until is None, "the order is still claimed"
+    assert sync.state == "new" and sync.attempts == 1 and sync.next_attempt_at is not None
+    attempt = sync.attempts_log.get(outcome="retry")
+    assert attempt.step == step
+    for text in texts:
+        assert text in attempt.message and text in sync.last_error
+    return attempt
+
+
+@pytest.mark.parametrize("connector, error", [
+    ("tests.orders.connectors.RaisesInInit", "RuntimeError: connector could not start"),
+    ("tests.orders.connectors.RaisesInSend", "KeyError: 'customerRef'"),
+])
+def test_a_connector_that_raises_lands_on_the_timeline_and_frees_the_order(sandbox, store, settings, connector, error):
+    from feeds.stores import store_connect
+
+    settings.HUB_ERP_CONNECTORS = [*settings.HUB_ERP_CONNECTORS, connector]
+    store_connect(name="acme", erp_connector=connector)
+    sync = _pulled_order(sandbox)
+
+    order_process(sync_id=sync.pk)
+
+    _assert_released_with_a_retry(sync, "erp_send", f"ERP connector {connector} failed", error)
+    assert sandbox.erp_deliveries == [] and sandbox.start_handling_calls == []
+    # Once the connector is fixed, the retry delivers the order.
+    store_connect(name="acme", erp_connector="orders.erp.HttpErpConnector")
+    run_sync()
+    assert states() == {sync.order_id: "handling_started"}
+
+
+def test_a_connector_path_no_longer_allowed_is_refused_at_dispatch_too(sandbox, store):
+    ErpConnection.objects.filter(store=store).update(connector="builtins.input")  # a row from before the allowlist
+    sync = _pulled_order(sandbox)
+
+    order_process(sync_id=sync.pk)
+
+    _assert_released_with_a_retry(sync, "erp_send", "'builtins.input' is not listed in HUB_ERP_CONNECTORS")
+    assert sandbox.erp_deliveries == []
+
+
+def test_a_store_whose_secrets_cannot_be_read_lands_on_the_timeline_and_frees_the_order(sandbox, store, settings):
+    from cryptography.fernet import Fernet
+
+    from orders.services import process
+
+    sync = _pulled_order(sandbox)
+    settings.HUB_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the key the token was stored with is gone
+    process._local.__dict__.clear()  # this thread's store cache
+
+    order_process(sync_id=sync.pk)
+
+    _assert_released_with_a_retry(sync, "get_order", "internal error: SecretUnreadable", "feeds.Store.app_token")
+    assert not [r for r in sandbox.requests if r.path.startswith("/api/oms/")]
+
+
+@pytest.mark.parametrize("order_id", ["../../../orders/feed", "../../orders/feed/config", "x/../../../orders/feed",
+                                      "a?maxlot=10", "a#b"])
+def test_order_ids_are_one_path_segment_and_reach_no_other_endpoint(sandbox, order_id):
+    from feeds.vtex.client import VtexClient, VtexError
+
+    sandbox.create_orders(2)
+    queued = sandbox.queue_size()
+    client = VtexClient(base_url=sandbox.url, app_key=sandbox.app_key, app_token=TOKEN, timeout=5)
+
+    with pytest.raises(VtexError) as got:
+        client.order_get(order_id)
+    assert got.value.status == 404
+    with pytest.raises(VtexError) as handled:
+        client.order_start_handling(order_id)
+    assert handled.value.status == 404
+
+    encoded = "/api/oms/pvt/orders/" + quote(order_id, safe="")
+    assert [(r.method, r.path, r.status) for r in sandbox.requests] == [
+        ("GET", encoded, 404), ("POST", encoded + "/start-handling", 404)]
+    assert all(not r.query for r in sandbox.requests)
+    assert sandbox.queue_size() == queued  # the feed was not read (a read would hide the items)
+
+
+@pytest.mark.parametrize("order_id", ["", ".", ".."])
+def test_order_ids_that_would_name_another_path_are_refused_before_any_call(sandbox, order_id):
+    from feeds.vtex.client import VtexClient, VtexError
+
+    client = VtexClient(base_url=sandbox.url, app_key=sandbox.app_key, app_token=TOKEN, timeout=5)
+
+    with pytest.raises(VtexError, match="not a usable order id"):
+        client.order_get(order_id)
+    with pytest.raises(VtexError, match="not a usable order id"):
+        client.order_start_handling(order_id)
+    assert sandbox.requests == []

@@ -1,36 +1,53 @@
+import os
+import sys
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from feeds.models import ErpConnection
 from feeds.stores import parse_header, redact_url, store_connect
+
+TOKEN_ENV = "VTEX_APP_TOKEN"
+# Error keys from store_connect -> the option a user typed.
+OPTIONS = {"name": "name", "account": "--account", "environment": "--environment", "base_url": "--base-url",
+           "app_key": "--app-key", "app_token": "--app-token", "erp_url": "--erp-url", "erp_headers": "--erp-header",
+           "erp_timeout_seconds": "--erp-timeout", "erp_connector": "--erp-connector"}
 
 
 class Command(BaseCommand):
-    help = "Create or update a VTEX store connection and its ERP connection. Running it twice changes nothing."
+    help = (f"Create or update a VTEX store connection and its ERP connection; an update changes only the options "
+            f"given. Secrets stay off the command line: the app token comes from --app-token-env (${TOKEN_ENV}) or "
+            "--app-token-stdin, ERP header values from --erp-header-env. Running it twice changes nothing.")
+    stealth_options = ("stdin",)  # call_command(..., stdin=StringIO(...)) in tests
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", help="a short name for the store (letters, digits, - and _)")
-        parser.add_argument("--account", required=True, help="VTEX account name")
-        parser.add_argument("--app-key", required=True)
-        parser.add_argument("--app-token", required=True, help="stored, never printed")
-        parser.add_argument("--environment", default="vtexcommercestable")
-        parser.add_argument("--base-url", default="", help="override https://{account}.{environment}.com.br")
-        parser.add_argument("--erp-url", required=True)
+        parser.add_argument("--account", help="VTEX account name (required for a new store)")
+        parser.add_argument("--app-key", help="required for a new store")
+        token = parser.add_mutually_exclusive_group()
+        token.add_argument("--app-token-env", nargs="?", const=TOKEN_ENV, metavar="ENV_VAR",
+                           help=f"read the app token from this environment variable (default ${TOKEN_ENV})")
+        token.add_argument("--app-token-stdin", action="store_true", help="read the app token from standard input")
+        token.add_argument("--app-token", help=f"for scripts only: visible in `ps` and shell history; prefer ${TOKEN_ENV}")
+        parser.add_argument("--environment", help="default vtexcommercestable")
+        parser.add_argument("--base-url", help="override https://{account}.{environment}.com.br (https, or http on loopback)")
+        parser.add_argument("--erp-url", help="required for a new store")
+        parser.add_argument("--erp-header-env", action="append", default=[], metavar="Name=ENV_VAR",
+                            help="an ERP header whose value is read from that environment variable (repeatable)")
         parser.add_argument("--erp-header", action="append", default=[], metavar='"Name: value"',
-                            help="extra header sent to the ERP (repeatable), e.g. an Authorization header")
-        parser.add_argument("--erp-timeout", type=float, default=20.0)
-        parser.add_argument("--erp-connector", default=ErpConnection.DEFAULT_CONNECTOR)
+                            help="an ERP header given on the command line (scripts; prefer --erp-header-env). "
+                                 "Any header option replaces all stored headers; none keeps them")
+        parser.add_argument("--erp-timeout", type=float, help="seconds, more than 0 and at most 120 (default 20)")
+        parser.add_argument("--erp-connector", help="a dotted path listed in HUB_ERP_CONNECTORS")
 
     def handle(self, *args, **o) -> None:
         try:
-            headers = dict(parse_header(text) for text in o["erp_header"])
             result = store_connect(
-                name=o["name"], account=o["account"], app_key=o["app_key"], app_token=o["app_token"],
-                environment=o["environment"], base_url=o["base_url"], erp_url=o["erp_url"], erp_headers=headers,
-                erp_timeout=o["erp_timeout"], erp_connector=o["erp_connector"],
+                name=o["name"], account=o["account"], app_key=o["app_key"], app_token=self._app_token(o),
+                environment=o["environment"], base_url=o["base_url"], erp_url=o["erp_url"],
+                erp_headers=self._headers(o), erp_timeout=o["erp_timeout"], erp_connector=o["erp_connector"],
             )
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from None
+            raise CommandError(_describe(exc)) from None
         store = result.store
         if result.created:
             verb = "created"
@@ -39,4 +56,44 @@ class Command(BaseCommand):
         else:
             verb = "unchanged"
         self.stdout.write(f"store {store.name} {verb}: account {store.account}, VTEX {redact_url(store.vtex_base_url)}, "
-                          f"app key {store.app_key}, app token set (hidden), ERP {redact_url(store.erp.url)}")
+                          f"app key {store.app_key}, app token set (hidden), ERP {redact_url(store.erp.url)}, "
+                          f"ERP headers: {', '.join(sorted(store.erp.headers)) or 'none'} (values hidden)")
+
+    def _app_token(self, o: dict) -> str | None:
+        """From the one source named; None (no token option) keeps the stored token.
+
+        The environment is read only when asked: a VTEX_APP_TOKEN left in a shell must not silently
+        replace the token of whichever store is updated next.
+        """
+        if o["app_token"] is not None:
+            return o["app_token"]
+        if o["app_token_stdin"]:
+            stdin = o.get("stdin") or sys.stdin
+            return stdin.readline().strip()
+        if variable := o["app_token_env"]:
+            value = os.environ.get(variable, "").strip()
+            if not value:
+                raise CommandError(f"--app-token-env: the environment variable {variable} is not set")
+            return value
+        return None
+
+    def _headers(self, o: dict) -> dict[str, str] | None:
+        if not o["erp_header"] and not o["erp_header_env"]:
+            return None
+        headers = dict(parse_header(text) for text in o["erp_header"])
+        for spec in o["erp_header_env"]:
+            name, sep, variable = spec.partition("=")
+            if not sep or not name.strip() or not variable.strip():
+                raise CommandError(f"--erp-header-env must look like Name=ENV_VAR (got {spec!r})")
+            value = os.environ.get(variable.strip())
+            if value is None:
+                raise CommandError(f"--erp-header-env {spec}: the environment variable {variable.strip()} is not set")
+            headers[name.strip()] = value
+        return headers
+
+
+def _describe(exc: ValidationError) -> str:
+    if not hasattr(exc, "error_dict"):
+        return "; ".join(exc.messages)
+    return "; ".join(f"{OPTIONS.get(key, key)}: {message}" for key, messages in exc.message_dict.items()
+                     for message in messages)

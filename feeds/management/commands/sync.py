@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from feeds.cycle import sync_until_idle
 from feeds.models import Store
+from feeds.stores import secrets_check
 
 
 class Command(BaseCommand):
@@ -15,6 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (600)")
 
     def handle(self, *args, store: str | None, timeout: float, **options) -> None:
+        problems = secrets_check().problems  # a wrong key fails here, not in the middle of dispatch
+        if problems:
+            raise CommandError("; ".join(problems) + " (see `manage.py check_secrets`)")
         store_ids = None
         if store:
             found = Store.objects.filter(name=store).first()
