@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -15,14 +17,17 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from feeds.handles import DEFAULT_VISIBILITY_SECONDS, commit_margin, events_live, visibility_of
 from feeds.leases import lease_release, lease_renew, lease_take, store_pull_lease
-from feeds.models import FeedEvent, Store
+from feeds.models import FeedConfig, FeedEvent, Store
 from feeds.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
 from orders.services.events import ACTIONABLE_STATES, order_note_event
 from orders.services.process import store_pause
 
 log = logging.getLogger("hub.feeds")
 MAXLOT = 10
+COMMIT_RETRY_FIRST_SECONDS = 0.2
+COMMIT_RETRY_MAX_SECONDS = 30.0
 
 
 @dataclass
@@ -34,6 +39,7 @@ class PullReport:
     malformed: int = 0
     failed: int = 0
     committed: int = 0
+    commit_retries: int = 0  # failed commits tried again while their handles were live
     errors: list[str] = field(default_factory=list)
     stores_busy: int = 0  # stores another process was already reading
     blocked: list[str] = field(default_factory=list)  # feeds that cannot be read until staff act
@@ -44,7 +50,7 @@ class PullReport:
         setattr(self, attr, getattr(self, attr) + 1)
 
     def merge(self, other: PullReport) -> None:
-        for name in ("read", "queued", "ignored", "duplicates", "malformed", "failed", "committed"):
+        for name in ("read", "queued", "ignored", "duplicates", "malformed", "failed", "committed", "commit_retries"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors += other.errors
         self.blocked += other.blocked
@@ -53,6 +59,7 @@ class PullReport:
         text = (f"pulled {self.read} event(s): {self.queued} queued, {self.ignored} ignored, "
                 f"{self.duplicates} duplicate, {self.malformed} malformed, {self.failed} failed; "
                 f"{self.committed} committed")
+        text += f" ({self.commit_retries} commit retries)" if self.commit_retries else ""
         return text + (f"; errors: {'; '.join(self.errors[-3:])}" if self.errors else "")
 
 
@@ -155,8 +162,46 @@ def _store_health(store: Store, **fields: Any) -> None:
         setattr(store, name, value)
 
 
-def feed_read_once(*, store: Store, client: VtexClient, report: PullReport) -> str:
-    """Read one lot, store it, commit its handles. Returns "items", "empty" or "error"."""
+def handles_commit(*, store: Store, client: VtexClient, handles: list[str], live_until: float, deadline: float,
+                   report: PullReport) -> VtexError | None:
+    """Commit `handles`, retrying 429, 5xx and timeouts with backoff until `live_until` or `deadline` (monotonic).
+
+    Returns None once committed, else the last error. Past `live_until` the handles are dead: VTEX shows the
+    items again after the visibility timeout and their new handles are committed as duplicates.
+    """
+    delay = COMMIT_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            client.feed_commit(handles)
+            return None
+        except VtexUnavailable as exc:
+            error = exc
+            if exc.rate_limited:
+                store_pause(store_id=store.pk, retry_after=exc.retry_after)
+        except VtexError as exc:
+            return exc  # any other 4xx: the same call would get the same answer
+        # Jitter, so that readers whose commits failed together do not retry together.
+        wait = max(delay * random.uniform(0.5, 1.0), _seconds_paused(store))
+        if time.monotonic() + wait >= min(live_until, deadline):
+            return error
+        log.info("commit of %d handle(s) failed (%s); again in %.1fs", len(handles), error, wait)
+        report.commit_retries += 1
+        time.sleep(wait)
+        delay = min(2 * delay, COMMIT_RETRY_MAX_SECONDS)
+
+
+def _commit_failed(store: Store, report: PullReport, message: str) -> None:
+    _store_health(store, feed_status=Store.FeedStatus.FAILING, feed_error=message[:1000])
+    report.errors.append(message)
+
+
+def feed_read_once(*, store: Store, client: VtexClient, report: PullReport,
+                   visibility: int = DEFAULT_VISIBILITY_SECONDS, deadline: float | None = None) -> str:
+    """Read one lot, store it, commit its handles. Returns "items", "empty" or "error".
+
+    `visibility`: the feed's visibility timeout (how long the handles live); `deadline`: monotonic, for retries.
+    """
+    read_at = time.monotonic()  # VTEX starts the visibility timeout when it answers, a little later
     try:
         items = client.feed_read(MAXLOT)
     except VtexUnavailable as exc:
@@ -182,20 +227,46 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport) -> s
         report.add(event.outcome)
     # Every stored item is committed, ignored and duplicate ones too: uncommitted items block the feed.
     handles = [event.handle for event in events if event.handle]
-    try:
-        if handles:
-            client.feed_commit(handles)
-    except VtexError as exc:
-        if isinstance(exc, VtexUnavailable) and exc.rate_limited:
-            store_pause(store_id=store.pk, retry_after=exc.retry_after)
-        # Stored but not committed: VTEX shows them again after the visibility timeout, as duplicates.
-        _store_health(store, feed_status=Store.FeedStatus.FAILING, feed_error=f"commit failed: {exc}"[:1000])
-        report.errors.append(f"commit failed: {exc}")
-        return "error"
+    if handles:
+        live_until = read_at + visibility - commit_margin(visibility)
+        error = handles_commit(store=store, client=client, handles=handles, live_until=live_until,
+                               deadline=live_until if deadline is None else deadline, report=report)
+        if error is not None:
+            # Stored but not committed: the next pull retries while the handles live (events_commit_stored),
+            # then VTEX shows the items again and they are stored as duplicates.
+            _commit_failed(store, report, f"commit failed: {error}")
+            return "error"
     FeedEvent.objects.filter(pk__in=[event.pk for event in events if event.handle]).update(committed_at=timezone.now())
     report.committed += len(handles)
     _store_health(store, feed_status=Store.FeedStatus.OK, feed_error="", last_pull_at=timezone.now())
     return "items"
+
+
+def events_commit_stored(*, store: Store, client: VtexClient, visibility: int, before: datetime, deadline: float,
+                         report: PullReport) -> None:
+    """Commit the live handles that an earlier pull stored but did not commit (it crashed or ran out of time).
+
+    Only events stored before `before`, when this pull began: its own readers commit theirs.
+    """
+    now, start = timezone.now(), time.monotonic()
+    rows = list(events_live(store_id=store.pk, visibility=visibility, now=now).filter(received_at__lt=before)
+                .order_by("received_at", "pk").values_list("pk", "handle", "received_at"))
+    failed: VtexError | None = None
+    for first in range(0, len(rows), MAXLOT):
+        lot = rows[first:first + MAXLOT]
+        # The oldest handle of the lot dies first.
+        live_until = start + (lot[0][2] - now).total_seconds() + visibility - commit_margin(visibility)
+        error = handles_commit(store=store, client=client, handles=[handle for _, handle, _ in lot],
+                               live_until=live_until, deadline=deadline, report=report)
+        if error is not None:
+            failed = error
+            continue  # younger lots may still be live
+        FeedEvent.objects.filter(pk__in=[pk for pk, _, _ in lot]).update(committed_at=timezone.now())
+        report.committed += len(lot)
+    if failed is not None:
+        _commit_failed(store, report, f"commit of stored handles failed: {failed}")
+    elif rows:
+        log.info("committed %d handle(s) stored by an earlier pull of %s", len(rows), store.name)
 
 
 def _seconds_paused(store: Store) -> float:
@@ -204,10 +275,15 @@ def _seconds_paused(store: Store) -> float:
     return max(0.0, (until - timezone.now()).total_seconds()) if until else 0.0
 
 
-def feed_read_loop(*, store: Store, deadline: float, until_empty: bool) -> PullReport:
-    """One reader: read, store, commit, again. Several run side by side on one feed, like SQS consumers."""
+def feed_read_loop(*, store: Store, deadline: float, until_empty: bool,
+                   stored_before: datetime | None = None) -> PullReport:
+    """One reader: read, store, commit, again. Several run side by side on one feed, like SQS consumers.
+
+    stored_before: first commit the live handles stored before then and never committed (one reader does).
+    """
     report = PullReport()
     client = vtex_client(store)
+    visibility = visibility_of(FeedConfig.objects.filter(store=store).first())
     try:
         while (left := deadline - time.monotonic()) > 0:
             if paused := _seconds_paused(store):
@@ -215,7 +291,13 @@ def feed_read_loop(*, store: Store, deadline: float, until_empty: bool) -> PullR
                     break  # `sync` comes back for it in its next round
                 time.sleep(min(paused, left))
                 continue
-            result = feed_read_once(store=store, client=client, report=report)
+            if stored_before is not None:
+                events_commit_stored(store=store, client=client, visibility=visibility, before=stored_before,
+                                     deadline=deadline, report=report)
+                stored_before = None
+                continue
+            result = feed_read_once(store=store, client=client, report=report, visibility=visibility,
+                                    deadline=deadline)
             if result == "items":
                 continue
             if until_empty:
@@ -236,6 +318,7 @@ def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until
     not a minute.
     """
     report = PullReport()
+    started = timezone.now()
     stores = Store.objects.filter(enabled=True)
     if store_ids is not None:
         stores = stores.filter(pk__in=list(store_ids))
@@ -247,10 +330,12 @@ def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until
     report.stores_busy = len(stores) - len(mine)
     results: list[PullReport] = []
 
-    def read(store: Store) -> None:
-        results.append(feed_read_loop(store=store, deadline=deadline, until_empty=until_empty))
+    def read(store: Store, n: int) -> None:
+        # Reader 0 first commits what an earlier pull left uncommitted: with the lease held, no one else does.
+        results.append(feed_read_loop(store=store, deadline=deadline, until_empty=until_empty,
+                                      stored_before=started if n == 0 else None))
 
-    threads = [threading.Thread(target=read, args=(store,), name=f"pull-{store.name}-{n}", daemon=True)
+    threads = [threading.Thread(target=read, args=(store, n), name=f"pull-{store.name}-{n}", daemon=True)
                for store in mine for n in range(max(1, readers or settings.HUB_PULL_CONCURRENCY))]
     for thread in threads:
         thread.start()

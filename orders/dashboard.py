@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Count, Exists, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Min, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 from django.utils import timezone
 
-from feeds.models import FeedConfig, FeedEvent, Store
+from feeds.handles import events_owed, visibility_of
+from feeds.models import FeedConfig, Store
 from feeds.queue_status import queue_check_error
 from orders.models import OrderSync, SyncAttempt
 
@@ -144,17 +144,14 @@ def _pending_work() -> dict[int, dict]:
     return {row["store_id"]: row for row in rows}
 
 
-def _uncommitted_events() -> dict[int, dict]:
-    """Stored events whose handle VTEX still holds.
+def _uncommitted_events(now: datetime, stores: list[Store]) -> dict[int, dict]:
+    """Stored events VTEX may still hold uncommitted: the definition `sync` waits on (feeds.handles.events_owed).
 
-    Not counted: events without a handle (nothing to commit), and events whose commit failed but that
-    VTEX delivered again later, stored as a committed duplicate (VTEX no longer holds the old handle).
+    Counted until committed, or until the visibility timeout (plus a grace) has passed since they were stored:
+    by then VTEX has shown the item again, and the repeat is stored as an event of its own.
     """
-    redelivered = FeedEvent.objects.filter(
-        duplicate_of_id=Coalesce(OuterRef("duplicate_of_id"), OuterRef("pk"), output_field=models.BigIntegerField()),
-        committed_at__isnull=False, received_at__gt=OuterRef("received_at"),
-    )
-    rows = (FeedEvent.objects.filter(committed_at__isnull=True).exclude(handle="").exclude(Exists(redelivered))
+    visibility = {store.pk: visibility_of(_config_of(store)) for store in stores}
+    rows = (events_owed(visibility=visibility, now=now)
             .values("store_id")
             .annotate(n=Count("id"), oldest=Min("received_at"),
                       oldest_change=Min(Coalesce("current_change", "received_at")))
@@ -210,7 +207,7 @@ def dashboard_build(*, now: datetime | None = None) -> Dashboard:
     """Everything the dashboard shows, in five queries whatever the number of stores and orders."""
     now = now or timezone.now()
     stores = _stores(now)
-    counts, pending, events = _state_counts(), _pending_work(), _uncommitted_events()
+    counts, pending, events = _state_counts(), _pending_work(), _uncommitted_events(now, stores)
     base = reverse("admin:orders_ordersync_changelist")
     healths = []
     for store in stores:

@@ -246,6 +246,11 @@ class FeedQueue:
                 removed += 1
         return removed
 
+    def hidden(self, now: float) -> int:
+        """Messages a read hid and whose visibility timeout has not ended: read, not committed, not visible."""
+        self._unhide(now)
+        return len(self._messages) - len(self._visible)
+
     def oldest_age(self, now: float) -> float:
         if not self._messages:
             return 0.0

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 NOT_CANCELLABLE = {"invoice", "invoiced"}  # invoiced, or an invoice being verified (partially invoiced)
-KNOBS = {"latency_ms", "fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate", "retry_after_seconds",
+KNOBS = {"latency_ms", "fault_rate", "commit_fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate", "retry_after_seconds",
          "shuffle", "erp_refuse_customer_data"}
 BOOLEAN_KNOBS = {"shuffle", "erp_refuse_customer_data"}
 

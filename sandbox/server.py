@@ -45,6 +45,7 @@ class Sandbox(RouteActions):
         retry_after_seconds: int | None = 1,
         broken_json_rate: float = 0.0,
         duplicate_rate: float = 0.0,
+        commit_fault_rate: float = 0.0,
         shuffle: bool = True,
         seed: int | None = None,
         feed_configured: bool = True,
@@ -58,6 +59,7 @@ class Sandbox(RouteActions):
         self.retry_after_seconds = retry_after_seconds
         self.broken_json_rate = broken_json_rate
         self.duplicate_rate = duplicate_rate
+        self.commit_fault_rate = commit_fault_rate  # share of feed commits answered 503, on top of fault_rate
         self.shuffle = shuffle
         self.clock = time.time  # swap in tests to jump past visibility timeouts or retention
         self._lock = threading.Lock()
@@ -228,7 +230,8 @@ class Sandbox(RouteActions):
             self._expire(self.clock())
             return {
                 "orders": {status: n for status, n in sorted(self._status_counts.items()) if n},
-                "queue": len(self._queue),
+                "queue": len(self._queue),  # uncommitted messages, visible or hidden by a read
+                "queue_hidden": self._queue.hidden(self.clock()),
                 "erp_deliveries": len(self._erp.deliveries),
                 "erp_unique_keys": self._erp.unique_keys,
                 "erp_orders": self._erp.unique_orders,
@@ -359,8 +362,13 @@ class Sandbox(RouteActions):
             return None
         with self._lock:
             rng = self._rng
-            rate_limited_now = bool(self.rate_limit_rate) and rng.random() < self.rate_limit_rate
-            failed_now = not rate_limited_now and bool(self.fault_rate) and rng.random() < self.fault_rate
+            # Drawn only when set: at 0, a seed gives the same faults as before the knob existed.
+            commit_failed = (route.name == "feed_commit" and bool(self.commit_fault_rate)
+                             and rng.random() < self.commit_fault_rate)
+            rate_limited_now = (not commit_failed and bool(self.rate_limit_rate)
+                                and rng.random() < self.rate_limit_rate)
+            failed_now = commit_failed or (not rate_limited_now and bool(self.fault_rate)
+                                           and rng.random() < self.fault_rate)
             broken_now = (not rate_limited_now and not failed_now and route.name in JSON_ROUTES
                           and bool(self.broken_json_rate) and rng.random() < self.broken_json_rate)
         if rate_limited_now:

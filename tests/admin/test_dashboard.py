@@ -201,35 +201,46 @@ def test_it_shows_a_feed_not_configured_on_vtex_and_a_429_pause(sandbox, store, 
 
 def test_backlog_counts_pending_orders_and_uncommitted_events_with_the_retention_margin(sandbox, store, viewer_client):
     sandbox.create_orders(4)
-    sandbox.fail_next("feed_commit", 500)
-    _pull_once()  # stored and queued, but the commit failed: VTEX still holds the 4 handles
+    sandbox.commit_fault_rate = 1.0
+    feeds_pull(deadline=time.monotonic() + 1, until_empty=True, readers=1)  # stored and queued, never committed
     assert FeedEvent.objects.filter(committed_at__isnull=True).count() == 4
     now = timezone.now()
-    first = FeedEvent.objects.order_by("id").first()
-    # 3.5 days old (+30 s so the margin reads 12 h 0 min for the next half minute).
+    first, second = FeedEvent.objects.order_by("id")[:2]
+    # Stored 3 minutes ago (the handle still lives: 250 s timeout); the change 3.5 days old (+30 s so the
+    # margin reads 12 h 0 min for the next half minute).
     FeedEvent.objects.filter(pk=first.pk).update(current_change=now - timedelta(days=3, hours=12, seconds=-30),
-                                                 received_at=now - timedelta(hours=2))
+                                                 received_at=now - timedelta(minutes=3))
     OrderSync.objects.filter(order_id=first.order_id).update(first_event_at=now - timedelta(hours=2, minutes=5))
 
     page = _page(viewer_client)
     assert (page.text("acme/pending"), page.text("acme/pending-age")) == ("4", "2 h 5 min")
-    assert (page.text("acme/uncommitted"), page.text("acme/uncommitted-age")) == ("4", "2 h 0 min")
+    assert (page.text("acme/uncommitted"), page.text("acme/uncommitted-age")) == ("4", "3 min")
     assert page.text("acme/margin") == "12 h 0 min left"
     assert page.attrs["acme/margin"]["class"] == "hub-bad"  # under 24 h
 
     FeedConfig.objects.filter(store=store).update(retention_seconds=14 * 86400)
     page = _page(viewer_client)
     assert page.text("acme/margin") == "10 d 12 h left" and page.attrs["acme/margin"]["class"] == ""
-    FeedConfig.objects.filter(store=store).delete()  # no FeedConfig: VTEX's 4-day minimum
+    FeedConfig.objects.filter(store=store).delete()  # no FeedConfig: VTEX's 4-day minimum, 250 s visibility
     assert _page(viewer_client).text("acme/margin") == "12 h 0 min left"
 
-    # VTEX delivers them again after the visibility timeout; the repeats are stored and committed.
-    sandbox.make_all_visible()
-    run_sync()
+    # Stored longer ago than the visibility timeout and its grace: the handle is dead and VTEX shows the
+    # item again (or has it already); the hub no longer owes that commit.
+    FeedEvent.objects.filter(pk=second.pk).update(received_at=now - timedelta(seconds=290))
+    assert _page(viewer_client).text("acme/uncommitted") == "3"
+
+    sandbox.commit_fault_rate = 0.0
+    run_sync()  # commits the 3 live handles it stored; the dead one is left to VTEX's redelivery
     page = _page(viewer_client)
     assert (page.text("acme/pending"), page.text("acme/uncommitted")) == ("0", "0")
     assert "acme/margin" not in page.attrs
-    assert FeedEvent.objects.filter(committed_at__isnull=True).count() == 4  # the old rows keep no commit date
+    assert sandbox.queue_size() == 1
+    sandbox.make_all_visible()  # VTEX delivers it again; the repeat is stored and committed
+    run_sync()
+    assert sandbox.queue_size() == 0
+    assert _page(viewer_client).text("acme/uncommitted") == "0"
+    assert list(FeedEvent.objects.filter(committed_at__isnull=True)) == [second]  # keeps no commit date
+    assert FeedEvent.objects.get(duplicate_of=second).committed_at is not None
     assert _states(page)["handling_started"] == 4
 
 

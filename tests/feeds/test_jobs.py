@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from feeds.models import JobLease
+from feeds.models import FeedEvent, JobLease
 from feeds.tasks import pull_feeds
 from orders.models import OrderSync
 from orders.tasks import dispatch_orders
@@ -47,6 +47,21 @@ def test_the_job_functions_do_the_same_work_as_sync(sandbox, store, settings):
     store.refresh_from_db()
     assert store.last_pull_at and store.last_dispatch_at
     assert not JobLease.objects.filter(held_until__isnull=False).exists()  # every lease released
+
+
+def test_the_pull_job_first_commits_the_live_handles_an_earlier_run_left_uncommitted(sandbox, store, settings):
+    settings.HUB_JOB_BUDGET_SECONDS = 1.0
+    sandbox.create_orders(2)
+    sandbox.commit_fault_rate = 1.0
+    assert "0 committed" in pull_feeds()  # VTEX refused every commit for the whole run
+    stored = set(FeedEvent.objects.values_list("handle", flat=True))
+    assert len(stored) == 2 and sandbox.stats()["queue_hidden"] == 2
+    sandbox.commit_fault_rate = 0.0
+
+    assert "2 committed" in pull_feeds()
+
+    assert stored <= set(sandbox.committed_handles) and sandbox.queue_size() == 0
+    assert not FeedEvent.objects.filter(committed_at__isnull=True).exists()
 
 
 def test_qcluster_runs_the_schedules_and_moves_orders(sandbox, transactional_db):

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from feeds.models import Store
+from feeds.models import FeedEvent, Store
 from feeds.services import feeds_pull
 from orders.models import OrderSync, SyncAttempt
 from orders.services.process import order_process
@@ -156,10 +156,13 @@ def test_an_order_already_handled_elsewhere_needs_attention(sandbox, store):
 
 def test_a_stored_but_uncommitted_batch_is_not_lost_nor_doubled(sandbox, store):
     order_ids = sandbox.create_orders(3)
-    sandbox.fail_next("feed_commit", 500)  # as if the process died between storing and committing
-    feeds_pull(deadline=__import__("time").monotonic() + 10, until_empty=True)
+    sandbox.commit_fault_rate = 1.0  # as if the process died between storing and committing
+    feeds_pull(deadline=__import__("time").monotonic() + 1, until_empty=True)
     assert sandbox.queue_size() == 3
-    sandbox.make_all_visible()  # the visibility timeout passes: VTEX shows the items again
+    sandbox.commit_fault_rate = 0.0
+    # The visibility timeout passes: the hub's handles are dead, and VTEX shows the items again.
+    FeedEvent.objects.update(received_at=timezone.now() - timedelta(seconds=300))
+    sandbox.make_all_visible()
 
     run_sync()
 
@@ -167,6 +170,5 @@ def test_a_stored_but_uncommitted_batch_is_not_lost_nor_doubled(sandbox, store):
     assert states() == {order_id: "handling_started" for order_id in order_ids}
     assert {k: len(v) for k, v in keys_by_order(sandbox).items()} == {order_id: 1 for order_id in order_ids}
     assert len(sandbox.erp_deliveries) == 3
-    from feeds.models import FeedEvent
     assert FeedEvent.objects.filter(state="ready-for-handling", outcome="duplicate").count() == 3
     Store.objects.get(pk=store.pk)

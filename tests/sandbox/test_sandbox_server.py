@@ -251,6 +251,37 @@ def test_commit_removes_items_by_their_current_handle_only(sandbox: Sandbox, vte
     assert [i["eventId"] for i in vtex.read()] == [current[1]["eventId"]]
 
 
+def test_stats_count_read_items_as_hidden_until_the_timeout_ends(sandbox: Sandbox, vtex: Vtex) -> None:
+    now = time.time()
+    sandbox.clock = lambda: now
+    sandbox.create_orders(3)
+    handles = [i["handle"] for i in vtex.read(maxlot=2)]
+    assert (sandbox.stats()["queue"], sandbox.stats()["queue_hidden"]) == (3, 2)
+
+    vtex.commit(handles[:1])
+    assert (sandbox.stats()["queue"], sandbox.stats()["queue_hidden"]) == (2, 1)
+    sandbox.clock = lambda: now + 251
+    assert (sandbox.stats()["queue"], sandbox.stats()["queue_hidden"]) == (2, 0)
+    assert requests.get(f"{sandbox.url}/_sandbox/stats", timeout=5).json()["queue_hidden"] == 0
+
+
+def test_commit_faults_answer_503_and_the_items_come_back_after_the_timeout() -> None:
+    with Sandbox(seed=3, shuffle=False, commit_fault_rate=0.5, visibility_timeout=5) as sandbox:
+        vtex = Vtex(sandbox)
+        now = time.time()
+        sandbox.clock = lambda: now
+        sandbox.create_orders(20)
+        statuses = [vtex.commit([item["handle"]]).status_code for item in vtex.read() + vtex.read()]
+        assert set(statuses) == {200, 503} and vtex.read() == []  # reads are not affected
+        failed = statuses.count(503)
+        assert sandbox.stats()["queue"] == sandbox.stats()["queue_hidden"] == failed
+
+        sandbox.clock = lambda: now + 4.9
+        assert vtex.read() == []
+        sandbox.clock = lambda: now + 5
+        assert len(vtex.read()) == failed  # shown again, with new handles
+
+
 @pytest.mark.parametrize("body", ["not json", json.dumps({"handle": []}), json.dumps(["a"])])
 def test_commit_refuses_a_body_without_handles(vtex: Vtex, body: str) -> None:
     assert vtex.request("POST", "/api/orders/feed", data=body).status_code == 400
@@ -457,6 +488,24 @@ def test_erp_refuses_bad_posts_with_400(sandbox: Sandbox, headers: dict[str, str
     assert response.status_code == 400
     assert "error" in response.json()
     assert sandbox.erp_deliveries == []
+
+
+def test_the_refusing_erp_quotes_the_customer_data_back_with_422(sandbox: Sandbox) -> None:
+    [order_id] = sandbox.create_orders(1)
+    profile = sandbox.order(order_id)["clientProfileData"]
+    body = {"event": "order.ready", "store": "sandbox", "orderId": order_id, "order": sandbox.order(order_id)}
+    switched = requests.post(f"{sandbox.url}/_sandbox/faults", json={"erp_refuse_customer_data": True}, timeout=5)
+
+    refused = requests.post(sandbox.erp_url, json=body, headers={"Idempotency-Key": "key-1"}, timeout=5)
+
+    assert switched.json()["erp_refuse_customer_data"] is True and sandbox.erp_refuse_customer_data
+    assert refused.status_code == 422
+    assert refused.json() == {"error": f"customer {profile['email']} document {profile['document']} "
+                                       f"phone {profile['phone']} failed validation"}
+    assert [(d.status, d.erp_id) for d in sandbox.erp_deliveries] == [(422, "")]
+    sandbox.erp_refuse_customer_data = False  # the Python switch; the same order then goes through
+    accepted = requests.post(sandbox.erp_url, json=body, headers={"Idempotency-Key": "key-1"}, timeout=5)
+    assert accepted.status_code == 201 and accepted.json() == {"id": "ERP-000001"}
 
 
 # ---- scripted faults ----------------------------------------------------------------------------------

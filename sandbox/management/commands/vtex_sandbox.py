@@ -30,6 +30,10 @@ class Command(BaseCommand):
                             help="Retry-After seconds sent with 429; a negative value sends no header")
         parser.add_argument("--broken-json-rate", type=float, default=0.0, help="share of 200s with truncated JSON")
         parser.add_argument("--duplicate-rate", type=float, default=0.0, help="share of feed events enqueued twice")
+        parser.add_argument("--commit-fault-rate", type=float, default=0.0,
+                            help="share of feed commits answered 503 (their items come back later)")
+        parser.add_argument("--visibility-timeout", type=int, default=250,
+                            help="seconds a read item stays hidden before VTEX shows it again")
         parser.add_argument("--app-key", default="vtexappkey-sandbox-HUB")
         parser.add_argument("--app-token", default="sandbox-token", help="sandbox-only token, safe to print")
         parser.add_argument("--account", default="sandbox")
@@ -43,6 +47,7 @@ class Command(BaseCommand):
             latency_ms=options["latency_ms"], fault_rate=options["fault_rate"],
             rate_limit_rate=options["rate_limit_rate"], retry_after_seconds=options["retry_after"] if options["retry_after"] >= 0 else None,
             broken_json_rate=options["broken_json_rate"], duplicate_rate=options["duplicate_rate"],
+            commit_fault_rate=options["commit_fault_rate"], visibility_timeout=options["visibility_timeout"],
             seed=options["seed"],
         )
         sandbox.create_orders(options["orders"], status=options["order_status"])
