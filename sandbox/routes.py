@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 NOT_CANCELLABLE = {"invoice", "invoiced"}  # invoiced, or an invoice being verified (partially invoiced)
-KNOBS = {"latency_ms", "fault_rate", "commit_fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate", "retry_after_seconds",
-         "shuffle", "erp_refuse_customer_data"}
+KNOBS = {"latency_ms", "fault_rate", "commit_fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate",
+         "retry_after_seconds", "shuffle", "erp_refuse_customer_data"}
 BOOLEAN_KNOBS = {"shuffle", "erp_refuse_customer_data"}
 
 
