@@ -1,6 +1,8 @@
 """Feed v3 configuration: what VTEX accepts, the exact request body, and pushing / loading it.
 
-Reference: ../shared/vtex/ORDERS-API.md §1.3 (request), §1.4 (GET answer), §1.7 (JSONata), §5 (statuses).
+References: the Orders Feed v3 guide, https://developers.vtex.com/docs/guides/orders-feed (configuration,
+JSONata filters), the Orders API reference, https://developers.vtex.com/docs/api-reference/orders-api, and the
+OMS statuses, https://developers.vtex.com/docs/guides/orders-overview.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from feeds.vtex.client import VtexError, VtexUnavailable
 
 log = logging.getLogger("hub.feeds")
 
-# The statuses [SPEC] accepts in filter.status, with the Admin label (or a short meaning) from §5.
+# The statuses VTEX's Orders API reference accepts in filter.status, with the Admin label (or a short meaning).
 # VTEX does not validate them: a misspelling such as "cancelation-request" is saved and never fires.
 OMS_STATUSES: list[tuple[str, str]] = [
     ("order-created", "Order created (data being processed)"),
