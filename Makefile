@@ -1,9 +1,9 @@
-# Two commands matter: `make run` (the hub with a sandbox store) and `make test` (the whole suite).
+# `make run` (the hub with a sandbox store), `make serve` (production mode: docs/deploy.md) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test bench browsers clean
+.PHONY: install run serve test bench browsers clean
 
 install: $(VENV)/.installed
 
@@ -17,11 +17,16 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 run: install
 	bin/run
 
+serve: install
+	bin/serve
+
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The benchmark starts `vtex_sandbox` (installed only with HUB_SANDBOX on) and runs without DEBUG,
+# where Django needs DJANGO_ALLOWED_HOSTS even though it serves no page.
 bench: install
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	HUB_SANDBOX=1 DJANGO_ALLOWED_HOSTS="$${DJANGO_ALLOWED_HOSTS:-localhost}" $(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var db.sqlite3 db.sqlite3-*

@@ -1,5 +1,6 @@
 """The only settings module: every value comes from the environment (see .env.example)."""
 
+import sys
 from pathlib import Path
 
 import environ
@@ -7,11 +8,55 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-env.read_env(str(BASE_DIR / ".env"))  # optional file; values already in the environment win
+# Optional file (`make run` writes a development one); values already in the environment win.
+# DJANGO_ENV_FILE points elsewhere, e.g. /dev/null for a process that must see only its environment.
+env.read_env(env.str("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env")))
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-only-not-secret") if DEBUG else env("DJANGO_SECRET_KEY")
+
+
+def _required(*names: str) -> None:
+    """Stop with one line, not a traceback: manage.py would otherwise bury the missing name in 40 lines."""
+    missing = [name for name in names if not env.str(name, default="").strip()]
+    if missing:
+        why = ("`make run` writes a development .env" if DEBUG
+               else "required when DJANGO_DEBUG is off; see docs/deploy.md")
+        listed = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        sys.exit(f"Set {listed} in the environment or in .env ({why}; "
+                 "every variable, and how to generate keys: .env.example).")
+
+
+# No default key, not even for DEBUG: a known key signs sessions anyone could forge. `make run` writes one into .env.
+# HUB_ENCRYPTION_KEYS (read below) is checked here too, so its absence is this one line rather than a traceback.
+_required("DJANGO_SECRET_KEY", *([] if DEBUG else ["DJANGO_ALLOWED_HOSTS"]), "HUB_ENCRYPTION_KEYS")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+# Full origins (https://hub.example.com) a POST may come from when the proxy's host differs from the Host header.
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS, behind a TLS-terminating proxy ----------------------------------------------
+# The proxy (docs/deploy.md) sets X-Forwarded-Proto and must overwrite any value the client sent.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SILENCED_SYSTEM_CHECKS: list[str] = []
+
+
+def _secure(name: str, default: bool, check: str) -> bool:
+    """On by default without DEBUG. Turned off on purpose (e.g. a local http test): `check --deploy` accepts that."""
+    on = env.bool(name, default=default)
+    if not on and not DEBUG and name in env.ENVIRON:
+        SILENCED_SYSTEM_CHECKS.append(check)
+    return on
+
+
+SECURE_SSL_REDIRECT = _secure("DJANGO_SECURE_SSL_REDIRECT", not DEBUG, "security.W008")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain http
+SESSION_COOKIE_SECURE = _secure("DJANGO_SECURE_COOKIES", not DEBUG, "security.W012")
+CSRF_COOKIE_SECURE = _secure("DJANGO_SECURE_COOKIES", not DEBUG, "security.W016")
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+if SECURE_HSTS_SECONDS == 0 and not DEBUG and "DJANGO_SECURE_HSTS_SECONDS" in env.ENVIRON:
+    SILENCED_SYSTEM_CHECKS.append("security.W004")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _secure("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG, "security.W005")
+SECURE_HSTS_PRELOAD = _secure("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG, "security.W021")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -23,11 +68,13 @@ INSTALLED_APPS = [
     "django_q",
     "feeds",
     "orders",
-    "sandbox",
 ]
+if env.bool("HUB_SANDBOX", default=False):
+    INSTALLED_APPS.append("sandbox")  # the local VTEX + ERP (`vtex_sandbox`): demo and tests only
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from gunicorn, before anything touches the session
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -75,7 +122,10 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -84,7 +134,12 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "var" / "static")))  # by collectstatic
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed, compressed copies: whitenoise serves them with a one-year immutable cache header.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 LOGGING = {
     "version": 1,
@@ -94,7 +149,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "hub": {"level": env("HUB_LOG_LEVEL", default="INFO")},
-        "django_q": {"level": "INFO"},
+        "django-q": {"level": "INFO"},  # django-q2 logs as "django-q" (the cluster starting, each task)
     },
 }
 

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from orders.health import healthz
+
 admin.site.site_header = "VTEX Integration Hub"
 admin.site.site_title = "Integration Hub"
 admin.site.index_title = "Operations"
@@ -9,4 +11,5 @@ admin.site.index_title = "Operations"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),  # exempt from the HTTPS redirect (SECURE_REDIRECT_EXEMPT)
 ]

@@ -1,3 +1,5 @@
+"""The WSGI entry point: `gunicorn integrationhub.wsgi` (bin/serve, deploy/integrationhub-web.service)."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

@@ -101,12 +101,12 @@ def test_a_header_from_an_unset_variable_is_a_clear_error_and_writes_nothing(san
 def test_no_dump_of_the_database_holds_a_secret(sandbox, transactional_db):
     assert _manage(*_connect_without_secrets_on_argv(sandbox), "--app-token-env", VTEX_APP_TOKEN=TOKEN,
                    ERP_AUTH=ERP_SECRET).returncode == 0
-    out = io.StringIO()
-
-    call_command("dumpdata", "feeds", stdout=out)
+    # As an operator runs it: `manage.py dumpdata` in its own process.
+    dumpdata = _manage("dumpdata", "feeds")
     backup = _database_dump()
 
-    dumped = out.getvalue()
+    assert dumpdata.returncode == 0, dumpdata.stderr
+    dumped = dumpdata.stdout
     assert '"name": "acme"' in dumped and b"acme" in backup  # the dumps do hold the store
     for secret in (TOKEN, "erp-secret-9931"):
         assert secret not in dumped
@@ -120,7 +120,7 @@ def test_no_dump_of_the_database_holds_a_secret(sandbox, transactional_db):
 
 def test_dumpdata_output_loads_back_with_the_same_secrets(store, tmp_path):
     fixture = tmp_path / "feeds.json"
-    call_command("dumpdata", "feeds.store", "feeds.erpconnection", output=str(fixture))
+    assert _manage("dumpdata", "feeds.store", "feeds.erpconnection", "--output", str(fixture)).returncode == 0
     ErpConnection.objects.all().delete()
     Store.objects.filter(pk=store.pk).update(app_token="something else")
 
