@@ -46,7 +46,16 @@ def queue_status_refresh(*, store: Store) -> FeedConfig:
         return config
     finally:
         client.close()
-    fields = {"vtex_quantity": info.quantity, "vtex_oldest_age_seconds": info.oldest_age_seconds,
+    return queue_status_record(config=config, quantity=info.quantity, oldest_age_seconds=info.oldest_age_seconds)
+
+
+def queue_status_record(*, config: FeedConfig, quantity: int | None, oldest_age_seconds: float | None) -> FeedConfig:
+    """Keep figures VTEX just gave (by this job or by *Load from VTEX*) as the latest check.
+
+    Every page shows VTEX's queue from these fields only, so a live read never shows other numbers
+    than the dashboard and the feed page do right after it.
+    """
+    fields = {"vtex_quantity": quantity, "vtex_oldest_age_seconds": oldest_age_seconds,
               "vtex_checked_at": timezone.now()}
     if config.vtex_answer.startswith(CHECK_FAILED):
         fields["vtex_answer"] = ""

@@ -15,14 +15,15 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.timesince import timesince
 
 from feeds.models import FeedEvent
 from integrationhub.admin_base import ReadOnlyAdmin
 from integrationhub.personal_data import PersonalDataAdminMixin, can_see_personal_data, for_user, shown
+from orders.dashboard import REFRESH_SECONDS, age_text, order_queued_work, when
 from orders.models import OrderSync, SyncAttempt
 from orders.services.staff import ACTIONS, ActionRefused, action_check, order_act
 
+ERROR_CHARS = 80  # of the last error in the order list; the rest is in the cell's tooltip
 STATE_COLORS = {
     "new": "#6c757d", "sent_to_erp": "#0d6efd", "handling_started": "#198754", "canceled": "#495057",
     "needs_attention": "#dc3545", "resolved": "#6f42c1",
@@ -52,6 +53,15 @@ class CreatedFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _when_field(name: str, label: str):
+    """A read-only date field written the hub's one way (orders.dashboard.when)."""
+    @admin.display(description=label, ordering=name)
+    def show(self, obj) -> str:
+        return when(getattr(obj, name))
+    show.__name__ = f"{name}_shown"
+    return show
+
+
 @dataclass(frozen=True)
 class TimelineRow:
     """One attempt on the order page, with its texts as the viewer may see them."""
@@ -63,7 +73,9 @@ class TimelineRow:
 
 @admin.register(OrderSync)
 class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
-    list_display = ["order_id", "store", "badge", "vtex_status", "erp_reference", "attempts", "short_error", "age"]
+    # Short headers and cut errors: the list fits a 1400 px screen next to the filters (order_list CSS in
+    # templates/admin/orders/ordersync/change_list.html keeps ids and states on one line).
+    list_display = ["order_id", "store", "badge", "vtex_status", "erp_ref", "tries", "short_error", "age"]
     list_filter = ["state", "store", "vtex_status", "error_kind", CreatedFilter]
     # Exact matches use the indexes; an order id may also be searched by its start.
     search_fields = ["^order_id", "=sequence", "=customer_email"]
@@ -78,10 +90,21 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     actions = ["bulk_retry", "bulk_start_handling", "bulk_resend", "bulk_resolve"]
     change_form_template = "admin/orders/ordersync/change_form.html"
     # last_error quotes ERP answers: shown through a display method that masks it.
-    fields = ["store", "order_id", "state", "vtex_status", "sequence", "erp_reference", "attempts", "next_attempt_at",
-              "last_error_shown", "error_kind", "cancel_pending", "erp_accepted_at", "handling_started_at",
-              "erp_cancel_sent_at", "first_event_at", "created_at", "updated_at"]
+    # Dates through _when_field: one format on every page.
+    fields = ["store", "order_id", "state", "vtex_status", "sequence", "erp_reference", "attempts",
+              "next_attempt_at_shown", "last_error_shown", "error_kind", "cancel_pending", "erp_accepted_at_shown",
+              "handling_started_at_shown", "erp_cancel_sent_at_shown", "first_event_at_shown", "created_at_shown",
+              "updated_at_shown"]
     readonly_fields = fields
+    change_list_template = "admin/orders/ordersync/change_list.html"
+
+    next_attempt_at_shown = _when_field("next_attempt_at", "Next attempt at")
+    erp_accepted_at_shown = _when_field("erp_accepted_at", "ERP accepted at")
+    handling_started_at_shown = _when_field("handling_started_at", "Handling started at")
+    erp_cancel_sent_at_shown = _when_field("erp_cancel_sent_at", "ERP cancel sent at")
+    first_event_at_shown = _when_field("first_event_at", "First event at")
+    created_at_shown = _when_field("created_at", "Created at")
+    updated_at_shown = _when_field("updated_at", "Updated at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).defer("order_snapshot")
@@ -90,6 +113,11 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
         if can_see_personal_data(request.user):
             return list(self.search_fields)
         return list(self.search_fields_without_personal_data)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        # The widest page: without the app sidebar (Home is one click away in the breadcrumbs) its nine
+        # columns and the filters fit a 1400 px screen, the last error included.
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
 
     def get_changelist_instance(self, request: HttpRequest):
         changelist = super().get_changelist_instance(request)
@@ -115,10 +143,21 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     def badge(self, obj: OrderSync) -> str:
         return state_badge(obj)
 
+    @admin.display(description="ERP ref.", ordering="erp_reference")
+    def erp_ref(self, obj: OrderSync) -> str:
+        return obj.erp_reference
+
+    @admin.display(description="Tries", ordering="attempts")
+    def tries(self, obj: OrderSync) -> int:
+        return obj.attempts
+
     @admin.display(description="Last error")
     def short_error(self, obj: OrderSync) -> str:
         text = shown(obj, obj.last_error)  # masked before it is cut, so a cut cannot leave half an e-mail
-        return (text[:80] + "…") if len(text) > 80 else text
+        if len(text) <= ERROR_CHARS:
+            return text
+        # The whole (masked) text stays one hover away.
+        return format_html('<span title="{}">{}…</span>', text[:1000], text[:ERROR_CHARS])
 
     @admin.display(description="Last error")
     def last_error_shown(self, obj: OrderSync) -> str:
@@ -126,7 +165,8 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Age", ordering="created_at")
     def age(self, obj: OrderSync) -> str:
-        return timesince(obj.created_at).split(",")[0]
+        return format_html('<span title="{}">{}</span>', when(obj.created_at),
+                           age_text((timezone.now() - obj.created_at).total_seconds()))
 
     # --- detail page ----------------------------------------------------------------------
     def get_urls(self):
@@ -157,6 +197,9 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
             "last_erp_request": for_user(user, _pretty(last_erp.request_excerpt)) if last_erp else "",
             "last_erp_answer": for_user(user, _pretty(last_erp.response_excerpt)) if last_erp else "",
             "can_operate": operate,
+            # A queued action not yet on the timeline: the page says so and reloads itself until it is.
+            "queued_work": order_queued_work(timeline),
+            "refresh_seconds": REFRESH_SECONDS,
             "order_actions": [(action, action_check(action.name, sync)) for action in ACTIONS.values()]
             if operate else [],
         }
@@ -239,7 +282,7 @@ def _pretty(text: str) -> str:
 class SyncAttemptAdmin(PersonalDataAdminMixin, ReadOnlyAdmin):
     """The timeline of all orders, read-only: useful to look across orders at one kind of failure."""
 
-    list_display = ["created_at", "order", "step", "outcome", "http_status", "duration_ms", "triggered_by",
+    list_display = ["when_shown", "order", "step", "outcome", "http_status", "duration_ms", "triggered_by",
                     "message_shown"]
     list_filter = ["step", "outcome", "triggered_by"]
     search_fields = ["^order__order_id"]
@@ -247,9 +290,11 @@ class SyncAttemptAdmin(PersonalDataAdminMixin, ReadOnlyAdmin):
     raw_id_fields = ["order"]
     show_full_result_count = False
     # The texts quote VTEX and the ERP: the detail page shows them through masking display methods, never raw.
-    fields = ["order", "step", "outcome", "http_status", "duration_ms", "triggered_by", "created_at",
+    fields = ["order", "step", "outcome", "http_status", "duration_ms", "triggered_by", "when_shown",
               "message_shown", "request_shown", "response_shown"]
     readonly_fields = fields
+
+    when_shown = _when_field("created_at", "When")
 
     @admin.display(description="Message")
     def message_shown(self, obj: SyncAttempt) -> str:

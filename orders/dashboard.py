@@ -1,4 +1,9 @@
-"""The operations dashboard's figures, for every store at once: a fixed number of grouped queries, no HTML."""
+"""The operations dashboard's figures, for every store at once: a fixed number of grouped queries, no HTML.
+
+It also owns the hub's one story about a store's health (`store_verdict`, `stores_health`), the one text for
+VTEX's queue figures (`queue_text`) and the one way to write a moment or an age (`when`, `age_text`): the
+dashboard, the store and feed pages and /healthz all use these, so they cannot tell different stories.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Min, OuterRef, Q, Subquery
+from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 from django.utils import timezone
@@ -54,15 +59,76 @@ class Backlog:
     margin_low: bool
 
 
+QUEUE_SOURCE = "VTEX's approximate queue"
+QUEUE_EXPLAINED = ("VTEX's own count of the messages in this store's feed, checked every 5 minutes and on each "
+                   "Load from VTEX. It includes messages the hub has read but not committed yet, and VTEX's figures "
+                   "are approximate: it can differ from the hub's backlog, which counts orders with work left and "
+                   "stored events not yet committed.")
+
+
+def queue_text(*, quantity: int | None, oldest_age_seconds: float | None, checked_age_seconds: float | None) -> str:
+    """The one text for VTEX's queue figures: "28 messages (oldest 32 s old), checked 2 min ago"."""
+    if checked_age_seconds is None:
+        return "not checked yet"
+    if quantity is None:
+        figures = "no count from VTEX"
+    elif quantity == 0:
+        figures = "no messages"
+    else:
+        figures = f"{quantity} message{'' if quantity == 1 else 's'}"
+        if oldest_age_seconds is not None:
+            figures += f" (oldest {age_text(oldest_age_seconds)} old)"
+    return f"{figures}, checked {age_text(checked_age_seconds)} ago"
+
+
 @dataclass(frozen=True)
 class QueueView:
-    """VTEX's own count and age of the feed queue, as last fetched by the refresh_queue_status job."""
+    """VTEX's own count and age of the feed queue, as last checked (the refresh_queue_status job, Load from VTEX)."""
 
     quantity: int | None
     oldest_age_seconds: float | None
     checked_at: datetime | None
     checked_age_seconds: float | None
-    error: str  # the last check failed with this
+    error: str  # the last check failed with this (VTEX's words: mask before display)
+
+    @property
+    def text(self) -> str:
+        return queue_text(quantity=self.quantity, oldest_age_seconds=self.oldest_age_seconds,
+                          checked_age_seconds=self.checked_age_seconds)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One store's health in a word, and why. `cause` is the hub's own words (safe for /healthz, which has
+    no login); `detail` quotes VTEX or the ERP and goes through personal_data masking before display."""
+
+    status: str  # ok, late, failing, down, blocked, paused or disabled
+    cause: str
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return VERDICT_LABELS[self.status]
+
+    @property
+    def healthy(self) -> bool:
+        """Whether a monitor should stay quiet: ok, or late but not yet down, or switched off on purpose."""
+        return self.status in ("ok", "late", "disabled")
+
+
+VERDICT_LABELS = {"ok": "OK", "late": "Late", "failing": "Failing", "down": "Down", "blocked": "Blocked",
+                  "paused": "Paused", "disabled": "Disabled"}
+
+
+@dataclass(frozen=True)
+class StoreVerdict:
+    """What `stores_health` returns for each store: the verdict and the job ages it was derived from."""
+
+    store_id: int
+    name: str
+    verdict: Verdict
+    pull: JobHealth
+    dispatch: JobHealth
 
 
 @dataclass(frozen=True)
@@ -70,6 +136,7 @@ class StoreHealth:
     store_id: int
     name: str
     enabled: bool
+    verdict: Verdict
     pull: JobHealth
     dispatch: JobHealth
     feed_status: str
@@ -109,6 +176,76 @@ def job_health(at: datetime | None, *, enabled: bool, now: datetime) -> JobHealt
     return JobHealth(at=at, age_seconds=age, badge=badge)
 
 
+def store_verdict(*, enabled: bool, pull: JobHealth, dispatch: JobHealth, feed_status: str, feed_error: str,
+                  paused_until: datetime | None, erp_failing: bool, erp_error: str) -> Verdict:
+    """The one verdict, from every signal at once; the first rule that applies wins (worst or most telling first).
+
+    Blocked and paused come before down: they say why nothing succeeds, and waiting will not fix a
+    blocked store. A failing feed wins over a recent success: the success is history, the failure is now.
+    """
+    feed_failing = feed_status == Store.FeedStatus.FAILING
+    if not enabled:
+        return Verdict("disabled", "disabled: the jobs skip this store")
+    if feed_status == Store.FeedStatus.NOT_CONFIGURED:
+        return Verdict("blocked", "the feed is not configured on VTEX for this appKey: save the feed "
+                                  "configuration to push it", feed_error)
+    if feed_status == Store.FeedStatus.UNAUTHORIZED:
+        return Verdict("blocked", "VTEX refused the app key or token (401/403): check the store's credentials",
+                       feed_error)
+    if paused_until is not None:
+        return Verdict("paused", f"VTEX answered 429 (too many requests): no call before {when(paused_until)}")
+    late = [name for name, job in (("pull", pull), ("dispatch", dispatch)) if job.badge in ("late", "down")]
+    stale = "; ".join(_job_silence(name, job) for name, job in (("pull", pull), ("dispatch", dispatch))
+                      if name in late)
+    if pull.badge == "down" or dispatch.badge == "down":
+        detail = feed_error if feed_failing else (erp_error if erp_failing else "")
+        return Verdict("down", stale + ("; the last feed read failed" if feed_failing else ""), detail)
+    if feed_failing:
+        return Verdict("failing", "the last feed read failed" + (f" ({stale})" if stale else ""), feed_error)
+    if erp_failing:
+        return Verdict("failing", "the ERP's last answer was a failure" + (f" ({stale})" if stale else ""),
+                       erp_error)
+    if late:
+        return Verdict("late", stale)
+    return Verdict("ok", "pulls and dispatches are succeeding")
+
+
+def _job_silence(name: str, job: JobHealth) -> str:
+    what = "successful pull" if name == "pull" else "finished dispatch run"
+    if job.age_seconds is None:
+        return f"no {what} yet"
+    return f"no {what} for {age_text(job.age_seconds)}"
+
+
+def when(moment: datetime | None) -> str:
+    """The hub's one way to write a moment: "2026-11-28 14:03:07 UTC" (the server's time zone, named)."""
+    if moment is None:
+        return "—"
+    local = timezone.localtime(moment)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
+
+
+def age_text(seconds: float | None) -> str:
+    """A duration for people: "45 s", "12 min", "3 h 5 min", "2 d 4 h" (the sign is the caller's business)."""
+    if seconds is None:
+        return "—"
+    seconds = abs(int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def ago(moment: datetime | None, *, now: datetime | None = None) -> str:
+    """ "3 min ago", or "never"."""
+    if moment is None:
+        return "never"
+    return f"{age_text(_age(now or timezone.now(), moment))} ago"
+
+
 def changelist_url(*, store_id: int, state: str, base: str | None = None) -> str:
     base = base or reverse("admin:orders_ordersync_changelist")
     return f"{base}?store__id__exact={store_id}&state__exact={state}"
@@ -118,15 +255,60 @@ def _age(now: datetime, moment: datetime | None) -> float | None:
     return max(0.0, (now - moment).total_seconds()) if moment else None
 
 
-def _stores(now: datetime) -> list[Store]:
-    """Stores with their FeedConfig and their last ERP exchange of the last 15 minutes (one query)."""
+def health_annotate(stores: QuerySet, *, now: datetime) -> QuerySet:
+    """Stores with their last ERP exchange of the last 15 minutes: all `verdict_of` needs, in the same query."""
     last_erp = (SyncAttempt.objects.filter(order__store=OuterRef("pk"), step__in=ERP_STEPS, outcome__in=ERP_EXCHANGES,
                                            created_at__gte=now - ERP_WINDOW)
                 .order_by("-created_at", "-id"))
-    return list(Store.objects.select_related("feed_config").annotate(
+    return stores.annotate(
         erp_outcome=Subquery(last_erp.values("outcome")[:1]),
         erp_message=Subquery(last_erp.values("message")[:1]),
-    ))
+    )
+
+
+def _erp_error(store: Store) -> str:
+    return (store.erp_message or "")[:200] if store.erp_outcome in FAILURES else ""
+
+
+def _jobs(store: Store, now: datetime) -> tuple[JobHealth, JobHealth]:
+    return (job_health(store.last_pull_at, enabled=store.enabled, now=now),
+            job_health(store.last_dispatch_at, enabled=store.enabled, now=now))
+
+
+def _paused_until(store: Store, now: datetime) -> datetime | None:
+    until = store.vtex_paused_until
+    return until if until and until > now else None  # set only while the pause lasts
+
+
+def verdict_of(store: Store, *, now: datetime) -> Verdict:
+    """The verdict of a store loaded through `health_annotate`."""
+    pull, dispatch = _jobs(store, now)
+    return store_verdict(enabled=store.enabled, pull=pull, dispatch=dispatch, feed_status=store.feed_status,
+                         feed_error=store.feed_error, paused_until=_paused_until(store, now),
+                         erp_failing=store.erp_outcome not in (None, "", SyncAttempt.Outcome.OK),
+                         erp_error=_erp_error(store))
+
+
+def stores_health(*, now: datetime | None = None) -> list[StoreVerdict]:
+    """Every store's verdict, in one query (for /healthz and anything else that must agree with the dashboard)."""
+    now = now or timezone.now()
+    verdicts = []
+    for store in health_annotate(Store.objects.order_by("name"), now=now):
+        pull, dispatch = _jobs(store, now)
+        verdicts.append(StoreVerdict(store_id=store.pk, name=store.name, verdict=verdict_of(store, now=now),
+                                     pull=pull, dispatch=dispatch))
+    return verdicts
+
+
+def store_health(*, store_id: int, now: datetime | None = None) -> Verdict:
+    """One store's verdict (one query)."""
+    now = now or timezone.now()
+    return verdict_of(health_annotate(Store.objects.filter(pk=store_id), now=now).get(), now=now)
+
+
+def _stores(now: datetime) -> list[Store]:
+    """Stores with their FeedConfig and their last ERP exchange of the last 15 minutes (one query)."""
+    return list(health_annotate(Store.objects.select_related("feed_config"), now=now))
 
 
 def _state_counts() -> dict[int, dict[str, int]]:
@@ -195,7 +377,9 @@ def _backlog(now: datetime, pending: dict | None, events: dict | None, config: F
     )
 
 
-def _queue(now: datetime, config: FeedConfig | None) -> QueueView:
+def queue_view(config: FeedConfig | None, *, now: datetime | None = None) -> QueueView:
+    """The queue figures every page shows: the last check stored on the FeedConfig (feeds.queue_status)."""
+    now = now or timezone.now()
     if config is None:
         return QueueView(quantity=None, oldest_age_seconds=None, checked_at=None, checked_age_seconds=None, error="")
     return QueueView(quantity=config.vtex_quantity, oldest_age_seconds=config.vtex_oldest_age_seconds,
@@ -213,21 +397,55 @@ def dashboard_build(*, now: datetime | None = None) -> Dashboard:
     for store in stores:
         config = _config_of(store)
         store_counts = counts.get(store.pk, {})
+        pull, dispatch = _jobs(store, now)
         healths.append(StoreHealth(
-            store_id=store.pk, name=store.name, enabled=store.enabled,
-            pull=job_health(store.last_pull_at, enabled=store.enabled, now=now),
-            dispatch=job_health(store.last_dispatch_at, enabled=store.enabled, now=now),
+            store_id=store.pk, name=store.name, enabled=store.enabled, verdict=verdict_of(store, now=now),
+            pull=pull, dispatch=dispatch,
             feed_status=store.feed_status, feed_status_label=store.get_feed_status_display(),
             feed_error=store.feed_error,
-            paused_until=store.vtex_paused_until if store.vtex_paused_until and store.vtex_paused_until > now else None,
+            paused_until=_paused_until(store, now),
             erp_last_outcome=store.erp_outcome or "",
-            erp_error=(store.erp_message or "")[:200] if store.erp_outcome in FAILURES else "",
+            erp_error=_erp_error(store),
             counts=[StateCount(state=state, label=label, count=store_counts.get(state, 0),
                                url=changelist_url(store_id=store.pk, state=state, base=base),
                                alert=state == OrderSync.State.NEEDS_ATTENTION and store_counts.get(state, 0) > 0)
                     for state, label in OrderSync.State.choices],
             backlog=_backlog(now, pending.get(store.pk), events.get(store.pk), config),
-            queue=_queue(now, config),
+            queue=queue_view(config, now=now),
         ))
     handled, failures = hourly_activity(now)
     return Dashboard(now=now, stores=healths, handled_per_hour=handled, failures_per_hour=failures)
+
+
+# --- the order page -------------------------------------------------------------------------------
+QUEUED_ACTIONS = ("retry", "start_handling", "resend")  # the staff actions whose work the job cluster does
+REFRESH_SECONDS = 3
+REFRESH_FOR_SECONDS = 60  # after this, stop refreshing and say the cluster may not be running
+
+
+@dataclass(frozen=True)
+class QueuedWork:
+    """A staff action at the end of an order's timeline whose queued work has not shown on it yet."""
+
+    label: str  # "Retry now"
+    requested_at: datetime
+    waited_seconds: float
+
+    @property
+    def refresh(self) -> bool:
+        return self.waited_seconds < REFRESH_FOR_SECONDS
+
+
+def order_queued_work(timeline: list[SyncAttempt], *, now: datetime | None = None) -> QueuedWork | None:
+    """What the order page waits for: the last row is a queued staff request and nothing has happened since."""
+    from orders.services.staff import ACTIONS  # staff imports the job machinery: only when an order page needs it
+
+    if not timeline or timeline[-1].step != SyncAttempt.Step.STAFF:
+        return None
+    last = timeline[-1]
+    for name in QUEUED_ACTIONS:
+        label = ACTIONS[name].label
+        if last.message.startswith(f"{label} requested by "):
+            return QueuedWork(label=label, requested_at=last.created_at,
+                              waited_seconds=_age(now or timezone.now(), last.created_at) or 0.0)
+    return None

@@ -14,7 +14,10 @@ from django.db import transaction
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path
-from integrationhub.personal_data import mask_personal_data
+from django.utils.html import format_html
+
+from integrationhub.personal_data import PersonalDataAdminMixin, mask_personal_data, shown
+from orders.dashboard import QUEUE_EXPLAINED, QUEUE_SOURCE, queue_view, when
 from orders.models import OrderSync, SyncAttempt
 
 from feeds.expressions import CPU_SECONDS, EXPRESSION_MAX_CHARS, VALUE_CHARS, WALL_SECONDS
@@ -31,6 +34,7 @@ from feeds.feed_config import (
     jsonata_test,
 )
 from feeds.models import FeedConfig
+from feeds.queue_status import queue_status_record
 
 
 # Shown on the tester page, so a "too slow" answer is no surprise.
@@ -155,25 +159,42 @@ def _shown(value: Any) -> str:
 
 
 @admin.register(FeedConfig)
-class FeedConfigAdmin(admin.ModelAdmin):
+class FeedConfigAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     form = FeedConfigForm
-    list_display = ["store", "filter_type", "visibility_timeout_seconds", "retention_seconds", "pushed_at",
+    list_display = ["store", "filter_type", "visibility_timeout_seconds", "retention_seconds", "pushed_shown",
                     "answer"]
     list_filter = ["filter_type"]
     search_fields = ["store__name", "store__account"]
     list_select_related = ["store"]
-    readonly_fields = ["pushed_at", "vtex_answer", "vtex_quantity", "vtex_oldest_age_seconds", "vtex_checked_at"]
+    # VTEX's answer is third-party text (masked by `shown`); the queue figures read as on every other page.
+    readonly_fields = ["pushed_shown", "vtex_answer_shown", "vtex_queue"]
     fieldsets = [
         (None, {"fields": ["store"]}),
         ("Filter", {"fields": ["filter_type", "statuses", "expression", "disable_single_fire"]}),
         ("Queue", {"fields": ["visibility_timeout_seconds", "retention_seconds"]}),
-        ("VTEX", {"fields": ["pushed_at", "vtex_answer", "vtex_quantity", "vtex_oldest_age_seconds",
-                             "vtex_checked_at"]}),
+        ("VTEX", {"fields": ["pushed_shown", "vtex_answer_shown", "vtex_queue"]}),
     ]
 
     @admin.display(description="VTEX's answer")
     def answer(self, obj: FeedConfig) -> str:
-        return (obj.vtex_answer[:80] + "…") if len(obj.vtex_answer) > 80 else obj.vtex_answer
+        text = shown(obj, obj.vtex_answer)
+        return (text[:80] + "…") if len(text) > 80 else text
+
+    @admin.display(description="VTEX's answer")
+    def vtex_answer_shown(self, obj: FeedConfig) -> str:
+        return shown(obj, obj.vtex_answer) or "—"
+
+    @admin.display(description="Pushed to VTEX", ordering="pushed_at")
+    def pushed_shown(self, obj: FeedConfig) -> str:
+        return when(obj.pushed_at) if obj.pushed_at else "never"
+
+    @admin.display(description=QUEUE_SOURCE)
+    def vtex_queue(self, obj: FeedConfig) -> str:
+        queue = queue_view(obj)
+        # Not class="help": the admin indents that by a label's width inside a read-only cell.
+        return format_html('<span id="hub-vtex-queue" title="{}">{}</span><div style="font-size:.75rem;'
+                           'color:var(--body-quiet-color);margin-top:4px">{}</div>',
+                           when(queue.checked_at), queue.text, QUEUE_EXPLAINED)
 
     def get_readonly_fields(self, request: HttpRequest, obj: FeedConfig | None = None) -> list[str]:
         fields = list(super().get_readonly_fields(request, obj))
@@ -221,10 +242,15 @@ class FeedConfigAdmin(admin.ModelAdmin):
         """VTEX's current configuration next to the hub's, drifted fields highlighted. Saves nothing."""
         config = self._viewable(request, object_id)
         result = feed_config_load(store=config.store)
+        if result.ok:
+            # VTEX just answered: its figures become the latest check, so every page shows these same ones.
+            config = queue_status_record(config=config, quantity=result.quantity,
+                                         oldest_age_seconds=result.oldest_age_seconds)
         rows = [{"field": item.field, "label": item.label, "hub": _shown(item.hub), "vtex": _shown(item.vtex),
                  "drifted": item.drifted} for item in result.fields]
         return self._render(request, "load_from_vtex.html", config, title=f"{config}: VTEX and the hub",
-                            result=result, rows=rows,
+                            result=result, rows=rows, queue=queue_view(config), queue_source=QUEUE_SOURCE,
+                            queue_explained=QUEUE_EXPLAINED,
                             raw=json.dumps(result.raw, indent=2, ensure_ascii=False) if result.raw else "")
 
     def may_test_expressions(self, request: HttpRequest, config: FeedConfig | None) -> bool:

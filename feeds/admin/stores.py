@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -12,12 +13,15 @@ from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from feeds.jobs import RUNNABLE, store_run_now
 from feeds.models import APP_TOKEN_MAX_LENGTH, ErpConnection, FeedConfig, Store
 from feeds.stores import ERP_CHECKS, STORE_CHECKS, clean_erp_headers, erp_values_clean, parse_header, store_values_clean
 from integrationhub.personal_data import PersonalDataAdminMixin, shown
+from orders.dashboard import Verdict, ago, health_annotate, verdict_of, when
 
 # Django 5.2 warns that URLField's default scheme becomes https in 6.0: choose it now, for the forms
 # built when this module is imported (Meta.formfield_callback) and for the ones the admin builds.
@@ -42,6 +46,16 @@ class StoreForm(forms.ModelForm):
         model = Store
         fields = ["name", "account", "environment", "base_url", "app_key", "app_token", "enabled"]
         formfield_callback = https_formfield
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One "App token" row: whether one is set is said here, not by a second read-only row.
+        if self.instance.pk and self.instance.app_token:
+            help_text = ("A token is set (write-only: it is never shown). "
+                         "Leave empty to keep it; type one to replace it.")
+        else:
+            help_text = "No token is set yet. Write-only: once saved, it is never shown."
+        self.fields["app_token"].help_text = help_text
 
     def clean_app_token(self) -> str:
         token = self.cleaned_data.get("app_token", "")
@@ -115,19 +129,61 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     form = StoreForm
     inlines = [ErpConnectionInline]
     formfield_overrides = URL_FIELDS
-    list_display = ["name", "account", "enabled", "feed_status", "last_pull_at", "last_dispatch_at", "vtex_url"]
+    list_display = ["name", "account", "enabled", "health", "last_pull_ago", "last_dispatch_ago", "vtex_url"]
     list_filter = ["enabled", "feed_status"]
     search_fields = ["name", "account"]
-    readonly_fields = ["app_token_set", "feed_status", "feed_error_shown", "last_pull_at", "last_dispatch_at",
-                       "vtex_paused_until", "created_at", "updated_at"]
-    exclude = ["feed_error"]  # shown through feed_error_shown: VTEX's answer may quote customer data
+    # Dates through display methods: the hub writes every moment one way (orders.dashboard.when).
+    readonly_fields = ["app_token_set", "feed_status", "feed_error_shown", "last_pull_shown", "last_dispatch_shown",
+                       "paused_until_shown", "created_shown", "updated_shown"]
+    exclude = ["feed_error", "last_pull_at", "last_dispatch_at", "vtex_paused_until", "created_at", "updated_at"]
+
+    def get_queryset(self, request: HttpRequest) -> models.QuerySet:
+        # The verdict's signals (the last ERP exchange) come with the rows: no query per row.
+        return health_annotate(super().get_queryset(request), now=timezone.now())
 
     def get_fields(self, request: HttpRequest, obj: Store | None = None) -> list[str]:
         fields = list(super().get_fields(request, obj))
         if obj is not None and not self.has_change_permission(request, obj):
             # A read-only page prints model values as they are: the token must not be one of them.
+            # It keeps app_token_set, labelled "App token" too, so either way the page has one such row.
             fields.remove("app_token")
+        else:
+            fields.remove("app_token_set")  # the form field's help text says whether one is set
         return fields
+
+    @admin.display(description="Health")
+    def health(self, obj: Store) -> str:
+        verdict = verdict_of(obj, now=timezone.now())
+        return format_html('<span class="hub-verdict hub-v-{}" title="{}">{}</span>', verdict.status,
+                           _verdict_sentence(obj, verdict), verdict.label)
+
+    @admin.display(description="Last successful pull", ordering="last_pull_at")
+    def last_pull_ago(self, obj: Store) -> str:
+        return _ago_with_date(obj.last_pull_at)
+
+    @admin.display(description="Last dispatch run", ordering="last_dispatch_at")
+    def last_dispatch_ago(self, obj: Store) -> str:
+        return _ago_with_date(obj.last_dispatch_at)
+
+    @admin.display(description="Last successful pull", ordering="last_pull_at")
+    def last_pull_shown(self, obj: Store) -> str:
+        return when(obj.last_pull_at) if obj.last_pull_at else "never"
+
+    @admin.display(description="Last dispatch run", ordering="last_dispatch_at")
+    def last_dispatch_shown(self, obj: Store) -> str:
+        return when(obj.last_dispatch_at) if obj.last_dispatch_at else "never"
+
+    @admin.display(description="Paused by VTEX until")
+    def paused_until_shown(self, obj: Store) -> str:
+        return when(obj.vtex_paused_until)
+
+    @admin.display(description="Created")
+    def created_shown(self, obj: Store) -> str:
+        return when(obj.created_at)
+
+    @admin.display(description="Updated")
+    def updated_shown(self, obj: Store) -> str:
+        return when(obj.updated_at)
 
     @admin.display(description="Feed error")
     def feed_error_shown(self, obj: Store) -> str:
@@ -151,8 +207,13 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
         context = dict(extra_context or {})
         if store is not None:
             context["feed_config_url"] = _feed_config_url(request, store)
+            # get_object came through get_queryset: the row carries the verdict's signals and the viewer flag.
+            context["verdict"] = verdict_of(store, now=timezone.now())
+            context["verdict_detail"] = shown(store, context["verdict"].detail)  # VTEX's or the ERP's words
             if request.user.has_perm("feeds.run_jobs"):
-                context["run_urls"] = [(kind.capitalize(), reverse("admin:feeds_store_run", args=[store.pk, kind]))
+                # The same labels as the dashboard's buttons.
+                context["run_urls"] = [(f"{kind.capitalize()} now", reverse("admin:feeds_store_run",
+                                                                            args=[store.pk, kind]))
                                        for kind in RUNNABLE]
         return super().change_view(request, object_id, form_url, extra_context=context)
 
@@ -174,6 +235,17 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
                                                require_https=request.is_secure()):
             next_url = reverse("admin:feeds_store_change", args=[store.pk])
         return HttpResponseRedirect(next_url)
+
+
+def _ago_with_date(moment: datetime | None) -> str:
+    """A list cell: "3 min ago", the full date as its tooltip (the hub's two ways to write time)."""
+    return format_html('<span title="{}" style="white-space:nowrap">{}</span>', when(moment), ago(moment))
+
+
+def _verdict_sentence(store: Store, verdict: Verdict) -> str:
+    """The verdict's cause and, masked for this row's viewer, the words of VTEX or the ERP it quotes."""
+    detail = shown(store, verdict.detail)
+    return f"{verdict.cause}: {detail}" if detail else verdict.cause
 
 
 def _feed_config_url(request: HttpRequest, store: Store) -> str:

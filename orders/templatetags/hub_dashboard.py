@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django import template
@@ -10,7 +11,7 @@ from django.urls import NoReverseMatch, reverse
 
 from integrationhub.personal_data import for_user
 from orders.charts import bar_chart_svg
-from orders.dashboard import StoreHealth, dashboard_build
+from orders.dashboard import QUEUE_EXPLAINED, QUEUE_SOURCE, StoreHealth, age_text, ago, dashboard_build, when
 
 register = template.Library()
 
@@ -42,6 +43,9 @@ def hub_dashboard(context: template.Context) -> dict[str, Any]:
     return {
         "show": True,
         "viewer": user,  # for the |personal filter: error texts quote VTEX and the ERP
+        "here": request.get_full_path(),  # Pull now / Dispatch now come back to this page
+        "queue_source": QUEUE_SOURCE,
+        "queue_explained": QUEUE_EXPLAINED,
         "board": board,
         "rows": rows,
         "handled_chart": bar_chart_svg(board.handled_per_hour, title="Orders handled per hour", color="#198754"),
@@ -58,14 +62,17 @@ def personal(value: Any, user: Any) -> Any:
 
 @register.filter
 def hub_age(seconds: float | None) -> str:
-    """A duration for people: "45 s", "12 min", "3 h 5 min", "2 d 4 h" (the sign is the template's business)."""
-    if seconds is None:
-        return "—"
-    seconds = abs(int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+    """A duration for people: "45 s", "12 min", "3 h 5 min", "2 d 4 h" (orders.dashboard.age_text)."""
+    return age_text(seconds)
+
+
+@register.filter
+def hub_when(moment: datetime | None) -> str:
+    """The hub's one date format: "2026-11-28 14:03:07 UTC" (orders.dashboard.when)."""
+    return when(moment)
+
+
+@register.filter
+def hub_ago(moment: datetime | None) -> str:
+    """ "3 min ago" (or "never"), in the same units as every other age in the hub."""
+    return ago(moment)

@@ -156,27 +156,33 @@ def test_it_flags_the_erp_as_failing_until_an_order_goes_through_again(sandbox, 
 def test_pull_and_dispatch_turn_late_then_down_when_they_stop_succeeding(sandbox, store, viewer_client, settings):
     run_sync()  # nothing to do, but both jobs succeed
     page = _page(viewer_client)
-    assert (page.text("acme/pull"), page.text("acme/dispatch")) == ("ok", "ok")
+    assert (page.text("acme/verdict"), page.text("acme/verdict-cause")) == ("OK", "pulls and dispatches are succeeding")
+    assert "acme/pull" not in page.attrs and "acme/dispatch" not in page.attrs  # a job tag only when late or down
+    assert re.fullmatch(r"\d+ s ago", page.text("acme/pull-age"))
 
     now = timezone.now()
     Store.objects.update(last_pull_at=now - timedelta(seconds=200))
     page = _page(viewer_client)
-    assert (page.text("acme/pull"), page.text("acme/dispatch")) == ("late", "ok")
+    assert page.text("acme/pull") == "late" and "acme/dispatch" not in page.attrs
     assert page.text("acme/pull-age") == "3 min ago"
-    assert 'class="hub-badge hub-late" data-hub="acme/pull"' in page.html
+    assert page.text("acme/verdict") == "Late" and page.text("acme/verdict-cause") == "no successful pull for 3 min"
+    assert 'class="hub-badge hub-v-late" data-hub="acme/pull"' in page.html
 
     Store.objects.update(last_pull_at=now - timedelta(seconds=1000), last_dispatch_at=None)
     page = _page(viewer_client)
     assert (page.text("acme/pull"), page.text("acme/dispatch")) == ("down", "down")
     assert page.text("acme/dispatch-age") == "never"
+    assert page.text("acme/verdict") == "Down"
+    assert page.text("acme/verdict-cause") == "no successful pull for 16 min; no finished dispatch run yet"
 
     settings.HUB_DOWN_AFTER_SECONDS = 2000  # the thresholds are settings
     assert _page(viewer_client).text("acme/pull") == "late"
 
     Store.objects.update(enabled=False)
     page = _page(viewer_client)
-    assert (page.text("acme/pull"), page.text("acme/dispatch"), page.text("acme/enabled")) == (
-        "disabled", "disabled", "disabled")
+    assert (page.text("acme/verdict"), page.text("acme/verdict-cause")) == (
+        "Disabled", "disabled: the jobs skip this store")
+    assert "acme/pull" not in page.attrs  # a disabled store is not late
 
 
 def test_it_shows_a_feed_not_configured_on_vtex_and_a_429_pause(sandbox, store, viewer_client):
@@ -186,15 +192,24 @@ def test_it_shows_a_feed_not_configured_on_vtex_and_a_429_pause(sandbox, store, 
     page = _page(viewer_client)
     assert page.text("acme/feed") == ("Feed not configured on VTEX "
                                       "the feed is not configured on VTEX for this appKey")
-    assert page.text("acme/pull") == "down"  # never read successfully
+    assert page.text("acme/verdict") == "Blocked"  # never read successfully, and waiting will not fix it
+    assert page.text("acme/pull") == "down"
     assert "acme/paused" not in page.attrs
 
+    sandbox.feed_config = {"filter": {"type": "FromWorkflow", "status": ["ready-for-handling"]},
+                           "queue": {"visibilityTimeoutInSeconds": 250, "MessageRetentionPeriodInSeconds": 345600}}
+    run_sync()
     until = timezone.now() + timedelta(minutes=10)
     Store.objects.update(vtex_paused_until=until)
-    assert _page(viewer_client).text("acme/paused") == f"paused by VTEX 429 until {until:%H:%M:%S} UTC"
+    page = _page(viewer_client)
+    assert page.text("acme/paused") == f"429: no call until {until:%Y-%m-%d %H:%M:%S} UTC"
+    assert page.text("acme/verdict") == "Paused"
+    assert page.text("acme/verdict-cause") == (f"VTEX answered 429 (too many requests): no call before "
+                                               f"{until:%Y-%m-%d %H:%M:%S} UTC")
 
     Store.objects.update(vtex_paused_until=timezone.now() - timedelta(seconds=1))
-    assert "acme/paused" not in _page(viewer_client).attrs
+    page = _page(viewer_client)
+    assert "acme/paused" not in page.attrs and page.text("acme/verdict") == "OK"
 
 
 # --- backlog --------------------------------------------------------------------------------------
@@ -248,7 +263,7 @@ def test_backlog_counts_pending_orders_and_uncommitted_events_with_the_retention
 
 def test_the_queue_status_job_stores_vtex_own_view_of_the_queue(sandbox, store, viewer_client):
     sandbox.create_orders(3)
-    assert _page(viewer_client).text("acme/vtex-checked") == "not checked yet"
+    assert _page(viewer_client).text("acme/vtex-queue") == "not checked yet"
     sandbox.clock = lambda: time.time() + 600  # VTEX's oldest message is 10 minutes old
 
     assert refresh_queue_status() == "checked 1 feed queue(s), 0 failed"
@@ -258,10 +273,10 @@ def test_the_queue_status_job_stores_vtex_own_view_of_the_queue(sandbox, store, 
     [call] = [r for r in sandbox.requests if r.method == "GET" and r.path == "/api/orders/feed/config"]
     assert call.headers["x-vtex-api-appkey"] == "vtexappkey-sandbox-HUB" and call.status == 200
     page = _page(viewer_client)
-    assert (page.text("acme/vtex-quantity"), page.text("acme/vtex-oldest")) == ("3", "10 min")
-    assert re.fullmatch(r"\d+ s ago", page.text("acme/vtex-checked"))
+    assert re.fullmatch(r"3 messages \(oldest 10 min old\), checked \d+ s ago", page.text("acme/vtex-queue"))
+    assert "VTEX&#x27;s approximate queue" in page.html and "read but has not committed yet" in page.html
     FeedConfig.objects.update(vtex_checked_at=timezone.now() - timedelta(minutes=7, seconds=5))
-    assert _page(viewer_client).text("acme/vtex-checked") == "7 min ago"
+    assert _page(viewer_client).text("acme/vtex-queue") == "3 messages (oldest 10 min old), checked 7 min ago"
 
 
 def test_a_failed_queue_check_is_recorded_and_shown_not_raised(sandbox, store, viewer_client):
@@ -274,7 +289,7 @@ def test_a_failed_queue_check_is_recorded_and_shown_not_raised(sandbox, store, v
     page = _page(viewer_client)
     assert page.text("acme/vtex-error") == ("last check failed: GET /api/orders/feed/config: "
                                             "HTTP 503 503 Service Unavailable")
-    assert page.text("acme/vtex-quantity") == "2"  # the last figures VTEX gave, with their time
+    assert page.text("acme/vtex-queue").startswith("2 messages")  # the last figures VTEX gave, with their time
     sandbox.feed_config = None
     assert refresh_queue_status() == "checked 1 feed queue(s), 1 failed"
     assert "HTTP 404" in _page(viewer_client).text("acme/vtex-error")
@@ -355,7 +370,7 @@ def test_the_chart_escapes_its_text_and_labels_every_sixth_hour():
 
 def test_a_viewer_sees_the_dashboard_but_no_run_now_buttons(sandbox, store, viewer_client):
     page = _page(viewer_client)
-    assert 'id="hub-dashboard"' in page.html and page.text("acme/pull") == "down"
+    assert 'id="hub-dashboard"' in page.html and page.text("acme/verdict") == "Down"
     assert "acme/run-pull" not in page.attrs and "Pull now" not in page.html
 
 
@@ -368,6 +383,7 @@ def test_an_operator_gets_run_now_forms_with_a_csrf_token(sandbox, store, operat
     for url in urls:
         form = re.search(rf'<form method="post" action="{re.escape(url)}">(.*?)</form>', page.html, flags=re.S)
         assert form and 'name="csrfmiddlewaretoken"' in form.group(1)
+        assert '<input type="hidden" name="next" value="/admin/">' in form.group(1)  # back to the dashboard
     assert page.attrs["acme/run-pull"]["value"] == "Pull now"
 
 
@@ -375,7 +391,7 @@ def test_staff_without_the_order_view_permission_get_no_dashboard(store, transac
     client = Client()
     client.force_login(User.objects.create_user(username="nobody", password="pw-nobody", is_staff=True))
     page = _page(client)
-    assert 'id="hub-dashboard"' not in page.html and "acme/pull" not in page.attrs
+    assert 'id="hub-dashboard"' not in page.html and "acme/verdict" not in page.attrs
 
 
 # --- cost -----------------------------------------------------------------------------------------
