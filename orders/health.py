@@ -11,8 +11,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from feeds.models import Store
-from orders.dashboard import JobHealth, job_health
+from orders.dashboard import JobHealth, stores_health
 
 
 def _job(health: JobHealth) -> dict:
@@ -21,19 +20,19 @@ def _job(health: JobHealth) -> dict:
 
 
 def health_report() -> tuple[bool, dict]:
-    """(healthy, the JSON body): the same late/down rules as the dashboard's badges."""
-    now = timezone.now()
+    """(healthy, the JSON body), from the same per-store verdicts as the dashboard and the store pages.
+
+    503 only when a job is down: a failing or blocked feed shows here with its cause at once, and turns
+    into *down* once nothing has succeeded for HUB_DOWN_AFTER_SECONDS. Only the verdict's `cause` (the
+    hub's own words) is shown, never its `detail`, which quotes VTEX or the ERP.
+    """
     try:
-        stores = list(Store.objects.order_by("name").values_list("name", "enabled", "last_pull_at",
-                                                                 "last_dispatch_at"))
+        verdicts = stores_health(now=timezone.now())
     except DatabaseError as exc:
         return False, {"status": "down", "database": f"error: {type(exc).__name__}", "stores": []}
-    report = []
-    for name, enabled, pulled_at, dispatched_at in stores:
-        pull = job_health(pulled_at, enabled=enabled, now=now)
-        dispatch = job_health(dispatched_at, enabled=enabled, now=now)
-        report.append({"name": name, "pull": _job(pull), "dispatch": _job(dispatch)})
-    healthy = not any(job["status"] == "down" for store in report for job in (store["pull"], store["dispatch"]))
+    report = [{"name": item.name, "health": item.verdict.status, "cause": item.verdict.cause,
+               "pull": _job(item.pull), "dispatch": _job(item.dispatch)} for item in verdicts]
+    healthy = not any(item.verdict.status == "down" for item in verdicts)
     return healthy, {"status": "ok" if healthy else "down", "database": "ok", "stores": report}
 
 

@@ -52,6 +52,8 @@ def test_it_answers_503_when_a_stores_last_pull_is_older_than_the_down_limit(cli
     assert body["stores"][0]["pull"]["status"] == "down"
     assert body["stores"][0]["pull"]["seconds"] > settings.HUB_DOWN_AFTER_SECONDS
     assert body["stores"][0]["dispatch"]["status"] == "ok"
+    assert body["stores"][0]["health"] == "down"  # the dashboard's verdict, with its cause in the hub's words
+    assert "pull" in body["stores"][0]["cause"]
 
 
 def test_a_late_job_or_a_disabled_store_does_not_fail_it(client, store):
