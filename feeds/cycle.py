@@ -9,16 +9,26 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connections
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from feeds.handles import handles_owed
-from feeds.services import PullReport, feeds_pull
-from orders.services.dispatch import DispatchReport, orders_dispatch, work_pending
+from feeds.models import ErpConnection, FeedEvent, Store
+from feeds.services import FeedProblem, PullReport, feeds_pull
+from orders.models import OrderSync
+from orders.services.dispatch import DispatchReport, GracefulStop, orders_dispatch, work_pending
+
+# A store that never answered in this run: the first try and two quick retries, then `sync` gives up on it.
+FAIL_FAST_ROUNDS = 3
+STOP_MARGIN_SECONDS = 5.0  # on top of the slowest calls in hand, for the database writes after them
+REPORT_WAIT_SECONDS = 30.0  # how long the feed reader may take to report after the round's dispatch ended
 
 
 @dataclass
@@ -28,15 +38,68 @@ class SyncResult:
     dispatch: DispatchReport = field(default_factory=DispatchReport)
     blocked: list[str] = field(default_factory=list)
     owed: int = 0  # stored events VTEX may still hold uncommitted, after the last round
+    problems: list[str] = field(default_factory=list)  # each store given up: where, why and what to check
+    stopped: bool = False  # a signal asked for a graceful stop
+    seconds: float = 0.0
 
     def summary(self) -> str:
         total = PullReport()
         for report in self.pulls:
             total.merge(report)
-        state = "idle" if self.idle else "NOT idle: " + ("; ".join(self.blocked) or "timeout")
+        took = f"after {self.seconds:.1f}s"
+        if self.idle:
+            state = f"idle {took}"
+        elif self.stopped:
+            state = f"stopped before idle (signal) {took}"
+        else:
+            state = f"NOT idle {took}: " + ("; ".join(self.blocked) or "timeout")
         if self.owed and not self.idle:
             state += f"; {self.owed} stored event(s) not committed to VTEX yet"
         return f"{total.summary()}\n{self.dispatch.summary()}\n{state}"
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where a `sync` run stands, counted in the database (the feed reader is another process)."""
+
+    seconds: float
+    read: int
+    committed: int
+    handled: int
+    waiting: int
+    attention: int
+    owed: int
+
+    def line(self) -> str:
+        return (f"[{self.seconds:.0f}s] events: {self.read} read, {self.committed} committed; orders: "
+                f"{self.handled} handled, {self.waiting} waiting, {self.attention} need attention; "
+                f"{self.owed} owed to VTEX")
+
+
+def sync_progress(*, store_ids: Iterable[int] | None, since: datetime, seconds: float) -> SyncProgress:
+    """Events read and committed and orders handled since `since`; orders waiting and parked now."""
+    scope = Q(store_id__in=list(store_ids)) if store_ids is not None else Q()
+    events, orders = FeedEvent.objects.filter(scope), OrderSync.objects.filter(scope)
+    return SyncProgress(
+        seconds=seconds,
+        read=events.filter(received_at__gte=since).count(),
+        committed=events.filter(committed_at__gte=since).count(),
+        handled=orders.filter(handling_started_at__gte=since).count(),
+        waiting=orders.filter(next_attempt_at__isnull=False, store__enabled=True).count(),
+        attention=orders.filter(state=OrderSync.State.NEEDS_ATTENTION).count(),
+        owed=handles_owed(store_ids=store_ids),
+    )
+
+
+def stop_grace_seconds(*, store_ids: Iterable[int] | None = None) -> float:
+    """How long a graceful stop may take: the longest step in hand (an order's GET + ERP call, or a feed
+    read + commit), plus a margin for the writes."""
+    erps = ErpConnection.objects.filter(store__enabled=True)
+    if store_ids is not None:
+        erps = erps.filter(store_id__in=list(store_ids))
+    erp = erps.aggregate(slowest=Max("timeout_seconds"))["slowest"] or 0.0
+    vtex = float(settings.HUB_HTTP_TIMEOUT_SECONDS)
+    return max(2 * vtex, vtex + float(erp)) + STOP_MARGIN_SECONDS
 
 
 class Puller:
@@ -46,7 +109,7 @@ class Puller:
     core (the benchmark in docs/performance.md shows the difference). Without fork, a thread.
     """
 
-    def __init__(self, *, deadline: float, store_ids: list[int] | None) -> None:
+    def __init__(self, *, deadline: float, store_ids: list[int] | None, stop: GracefulStop) -> None:
         self.report: PullReport | None = None
         args = (deadline, store_ids)
         if settings.HUB_SYNC_PULL_PROCESS and "fork" in multiprocessing.get_all_start_methods():
@@ -57,26 +120,54 @@ class Puller:
                                            daemon=True)
         else:
             self._receive = None
-            self._runner = threading.Thread(target=self._pull_here, args=args, name="pull", daemon=True)
+            self._runner = threading.Thread(target=self._pull_here, args=(*args, stop), name="pull", daemon=True)
         self._runner.start()
 
-    def _pull_here(self, deadline: float, store_ids: list[int] | None) -> None:
+    def _pull_here(self, deadline: float, store_ids: list[int] | None, stop: GracefulStop) -> None:
         try:
-            self.report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True)
+            self.report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True, stopping=stop)
         finally:
             connections.close_all()
 
     def is_alive(self) -> bool:
         return self._runner.is_alive() and not (self._receive is not None and self._receive.poll())
 
-    def join(self) -> PullReport:
-        if self._receive is not None:
+    def stop(self) -> None:
+        """Ask the reader process to finish its lots and release its leases (a thread sees the stop itself)."""
+        pid = getattr(self._runner, "pid", None)
+        if isinstance(self._runner, multiprocessing.process.BaseProcess) and pid and self._runner.is_alive():
             try:
-                self.report = self._receive.recv() if self._receive.poll(timeout=30) else None
-            except EOFError:
-                self.report = None
-        self._runner.join(timeout=30)
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def join(self, stop: GracefulStop) -> PullReport:
+        if self._receive is not None:
+            self.report = self._receive_report(stop)
+            self._runner.join(timeout=min(REPORT_WAIT_SECONDS, stop.seconds_left()))
+        else:
+            self._runner.join(timeout=min(REPORT_WAIT_SECONDS, stop.seconds_left()))
         return self.report or PullReport(errors=["feed reader crashed"])
+
+    def _receive_report(self, stop: GracefulStop) -> PullReport | None:
+        assert self._receive is not None
+        limit, asked = time.monotonic() + REPORT_WAIT_SECONDS, 0.0
+        while True:
+            if stop() and time.monotonic() - asked >= 1.0:
+                # Again each second: a stop that came while the reader was starting may have found no handler yet.
+                self.stop()
+                asked = time.monotonic()
+            if self._receive.poll(0.1):
+                try:
+                    return self._receive.recv()
+                except EOFError:  # the reader died without a report
+                    return None
+            if not self._runner.is_alive() and not self._receive.poll(0):
+                return None
+            if time.monotonic() > limit or stop.seconds_left() <= 0:
+                # Past the grace: the reader is killed; its pid is gone, so the next run takes its lease at once.
+                self._runner.kill()
+                return None
 
 
 def _die_with_parent(parent: int) -> None:
@@ -91,9 +182,14 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _pull_and_send(send, parent: int, deadline: float, store_ids: list[int] | None) -> None:
+    # Ctrl-C reaches the whole process group, and `sync` forwards SIGTERM: either way, finish the lots in
+    # hand (store and commit them, so no item stays hidden) and release the leases.
+    stop = GracefulStop(grace=0)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.request())
     _die_with_parent(parent)
     try:
-        report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True)
+        report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True, stopping=stop)
     except Exception as exc:  # reported to the parent, which treats the round as not idle
         report = PullReport(errors=[f"feed reader crashed: {type(exc).__name__}: {exc}"])
     finally:
@@ -102,38 +198,153 @@ def _pull_and_send(send, parent: int, deadline: float, store_ids: list[int] | No
     send.close()
 
 
-def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None) -> SyncResult:
+class SyncStop(GracefulStop):
+    """A graceful stop of `sync` that also reaches its feed reader process."""
+
+    def __init__(self, *, grace: float) -> None:
+        super().__init__(grace=grace)
+        self.owner = os.getpid()
+        self.puller: Puller | None = None
+
+    def request(self) -> None:
+        if os.getpid() != self.owner:
+            return  # a just-forked reader runs the inherited handler until it installs its own
+        super().request()
+        if self.puller is not None:
+            self.puller.stop()
+
+
+class _FeedWatch:
+    """Which stores answered in this run, and which `sync` gave up on (blocked, or never reachable)."""
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        self.note = note
+        self.answered: set[int] = set()
+        self.misses: Counter[int] = Counter()
+        self.given_up: dict[int, FeedProblem] = {}
+        self.blocked: dict[int, str] = {}
+        self.seen_busy: set[tuple[str, str]] = set()
+
+    def readable(self, scope: list[int] | None) -> list[int] | None:
+        return self._without(scope, set(self.given_up))
+
+    def workable(self, scope: list[int] | None) -> list[int] | None:
+        # Orders of a store that cannot be reached would only use up their attempts.
+        return self._without(scope, {pk for pk, problem in self.given_up.items() if problem.connection})
+
+    @staticmethod
+    def _without(scope: list[int] | None, left_out: set[int]) -> list[int] | None:
+        if not left_out:
+            return scope
+        ids = scope if scope is not None else Store.objects.filter(enabled=True).values_list("pk", flat=True)
+        return [pk for pk in ids if pk not in left_out]
+
+    def update(self, report: PullReport) -> bool:
+        """Take in a round's report; True when a store was given up in it."""
+        for busy in report.busy:
+            if (busy.store, busy.holder) not in self.seen_busy:
+                self.seen_busy.add((busy.store, busy.holder))
+                self.note(busy.text)
+        for text in report.notes:
+            self.note(text)
+        self.answered.update(report.answered)
+        for store_id in report.answered:
+            self.misses.pop(store_id, None)
+        latest = {problem.store_id: problem for problem in report.problems}
+        gave_up = False
+        for store_id, problem in latest.items():
+            if store_id in self.given_up:
+                continue
+            if not problem.connection:  # 401/403/404: stays so until someone acts
+                legacy = [text for text in report.blocked if text.startswith(f"{problem.store}: ")]
+                self.given_up[store_id], self.blocked[store_id] = problem, (legacy or [problem.line()])[0]
+                gave_up = True
+            elif store_id not in self.answered:
+                # Never answered in this run: more likely a wrong URL than a blip, so only a couple of quick retries.
+                self.misses[store_id] += 1
+                if self.misses[store_id] >= FAIL_FAST_ROUNDS:
+                    self.given_up[store_id], self.blocked[store_id] = problem, problem.line()
+                    gave_up = True
+                else:
+                    self.note(f"{problem.line()}; trying again ({self.misses[store_id]}/{FAIL_FAST_ROUNDS - 1})")
+        return gave_up
+
+
+class _Ticker:
+    """Calls `emit` with a progress line every `every` seconds, from the thread that calls it."""
+
+    def __init__(self, *, every: float, emit: Callable[[str], None] | None, store_ids: list[int] | None) -> None:
+        self.every, self.emit, self.store_ids = every, emit, store_ids
+        self.started, self.since = time.monotonic(), timezone.now()
+        self.next = self.started + every
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self.emit is None or self.every <= 0 or now < self.next:
+            return
+        self.next = now + self.every
+        self.emit(sync_progress(store_ids=self.store_ids, since=self.since, seconds=now - self.started).line())
+
+
+def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None, stop: SyncStop | None = None,
+                    on_note: Callable[[str], None] | None = None, progress_every: float = 0.0) -> SyncResult:
     """Pull and dispatch side by side until the feeds are empty, nothing is owed to VTEX and no order has work left.
 
     Orders waiting out a backoff count as work (we wait); parked orders do not. A stored event whose commit
     failed is owed while VTEX may still hold its item (feeds/handles.py): the item is hidden, so a round reads
-    nothing, yet the feed is not empty.
+    nothing, yet the feed is not empty. A feed that answers 401/403/404, or that could not be reached in
+    FAIL_FAST_ROUNDS rounds without ever answering, is left out of later rounds and the run is not idle.
+    `stop`: a graceful stop (SIGINT/SIGTERM); `on_note`: lines for the person watching (who holds a feed,
+    retries, progress every `progress_every` seconds).
     """
-    store_ids = list(store_ids) if store_ids is not None else None
-    deadline = time.monotonic() + timeout
+    scope = list(store_ids) if store_ids is not None else None
+    started = time.monotonic()
+    deadline = started + timeout
+    stop = stop or SyncStop(grace=stop_grace_seconds(store_ids=scope))
+    watch = _FeedWatch(on_note or (lambda text: None))
+    tick = _Ticker(every=progress_every, emit=on_note, store_ids=scope)
     result = SyncResult(idle=False)
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop():
         # Owed as of the round's start: an item that reappears after the round's last read must not be missed.
         round_started = timezone.now()
-        puller = Puller(deadline=deadline, store_ids=store_ids)
+        pull_ids, work_ids = watch.readable(scope), watch.workable(scope)
+        puller = Puller(deadline=deadline, store_ids=pull_ids, stop=stop) if pull_ids != [] else None
+        stop.puller = puller
+        if puller is not None and stop():  # asked while the reader was starting
+            puller.stop()
         dispatched = orders_dispatch(
-            deadline=deadline, store_ids=store_ids,
-            stop_when=lambda: not puller.is_alive() and not work_pending(store_ids=store_ids),
+            deadline=deadline, store_ids=work_ids, stop=stop, tick=tick,
+            stop_when=lambda: (puller is None or not puller.is_alive()) and not work_pending(store_ids=work_ids),
         )
-        report = puller.join()
+        report = puller.join(stop) if puller is not None else PullReport()
+        stop.puller = None
         result.dispatch.outcomes.update(dispatched.outcomes)
         result.pulls.append(report)
-        result.owed = handles_owed(store_ids=store_ids, now=round_started)
+        result.owed = handles_owed(store_ids=pull_ids, now=round_started) if pull_ids != [] else 0
+        gave_up = watch.update(report)
+        tick()
+        if stop():
+            result.stopped = True
+            break
+        if gave_up:
+            continue  # this round's errors came from the store now left out: look again without it
         # Idle only when a whole round read nothing and worked no order: start-handling itself adds events to
         # the feed, maybe after the round's last read.
         if (report.read == 0 and not dispatched.processed and not report.errors and not report.stores_busy
-                and not result.owed and not work_pending(store_ids=store_ids)):
-            result.idle = True
-            break
-        if report.blocked and report.read == 0 and not work_pending(store_ids=store_ids):
-            # A feed that answers 404/401/403 stays that way until someone acts: don't wait for the timeout.
-            result.blocked = sorted(set(report.blocked))
+                and not result.owed and not work_pending(store_ids=work_ids)):
+            result.idle = not watch.given_up
             break
         if report.errors or report.stores_busy or (result.owed and not report.read):
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            _pause(min(1.0, max(0.0, deadline - time.monotonic())), stop)
+    result.stopped = result.stopped or stop()
+    result.blocked = sorted(watch.blocked.values())
+    result.problems = [problem.line() for problem in watch.given_up.values()]
+    result.seconds = time.monotonic() - started
     return result
+
+
+def _pause(seconds: float, stop: GracefulStop) -> None:
+    """Sleep, waking early for a stop (polled: an Event set from a signal handler could deadlock)."""
+    until = time.monotonic() + seconds
+    while not stop() and (left := until - time.monotonic()) > 0:
+        time.sleep(min(0.1, left))

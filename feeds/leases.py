@@ -1,33 +1,123 @@
-"""Named leases: one holder at a time across processes and machines, expiring on their own after a crash."""
+"""Named leases: one holder at a time across processes and machines, expiring on their own after a crash.
+
+The holder is "hostname:pid:pid-namespace". A lease whose holder is on this host, in this PID namespace,
+and whose pid no longer exists is taken over at once instead of after its expiry: no process can be
+using it. Anything less certain (another host, another namespace, a pid that exists) waits for expiry.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.db.models import Q
 from django.utils import timezone
 
 from feeds.models import JobLease
 
+log = logging.getLogger("hub.leases")
+HOLDER_MAX = 100  # JobLease.holder's max_length
+
+
+def _pid_namespace() -> str:
+    """Linux: the PID namespace's inode. Two containers may share a hostname, never a PID namespace."""
+    try:
+        match = re.search(r"\d+", os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        return ""
+    return match.group(0) if match else ""
+
+
+def lease_holder_id() -> str:
+    """Who this process is, as written in JobLease.holder."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}"[:HOLDER_MAX]
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    host: str
+    pid: int | None
+    namespace: str
+    until: datetime | None
+
+    @classmethod
+    def parse(cls, holder: str, until: datetime | None = None) -> LeaseHolder:
+        # Older rows say "hostname:pid"; hostnames have no colon.
+        host, _, rest = holder.partition(":")
+        pid, _, namespace = rest.partition(":")
+        return cls(host=host, pid=int(pid) if pid.isdigit() else None, namespace=namespace, until=until)
+
+    def describe(self) -> str:
+        """'host X pid N (lease until 12:00:03 UTC)', for people."""
+        text = f"host {self.host or '?'} pid {self.pid if self.pid is not None else '?'}"
+        if self.until is not None:
+            text += f" (lease until {self.until.astimezone(dt_timezone.utc):%H:%M:%S} UTC)"
+        return text
+
+
+def holder_is_gone(holder: str) -> bool:
+    """True only when certain: the holder ran on this host and PID namespace, and its pid no longer exists.
+
+    A reused pid looks alive, so the lease waits for its expiry: safe. A zombie also looks alive.
+    """
+    theirs, mine = LeaseHolder.parse(holder), LeaseHolder.parse(lease_holder_id())
+    if (theirs.pid is None or theirs.pid <= 0 or theirs.pid == os.getpid() or not mine.namespace
+            or (theirs.host, theirs.namespace) != (mine.host, mine.namespace) or len(lease_holder_id()) >= HOLDER_MAX):
+        return False  # a truncated holder cannot be compared reliably
+    try:
+        os.kill(theirs.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, under another user
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class LeaseAttempt:
+    taken: bool
+    holder: LeaseHolder | None = None  # who holds it (not taken), or whom we took it from (took_over)
+    took_over: bool = False
+
+
+def lease_acquire(*, name: str, seconds: float) -> LeaseAttempt:
+    """Hold the lease `name` for `seconds`, unless another live holder has it; says who has it if so."""
+    JobLease.objects.get_or_create(name=name)
+    now = timezone.now()
+    values = {"held_until": now + timedelta(seconds=seconds), "holder": lease_holder_id()}
+    if JobLease.objects.filter(name=name).filter(Q(held_until__isnull=True) | Q(held_until__lt=now)).update(**values):
+        return LeaseAttempt(taken=True)
+    row = JobLease.objects.filter(name=name).values_list("holder", "held_until").first()
+    if row is None:  # deleted meanwhile: try once more next time
+        return LeaseAttempt(taken=False)
+    holder = LeaseHolder.parse(row[0], row[1])
+    if holder_is_gone(row[0]):
+        # Matching the holder and expiry we read: of two processes taking over at once, one wins.
+        if JobLease.objects.filter(name=name, holder=row[0], held_until=row[1]).update(**values):
+            log.warning("lease %s: took it over from %s, which no longer exists", name, holder.describe())
+            return LeaseAttempt(taken=True, holder=holder, took_over=True)
+    return LeaseAttempt(taken=False, holder=holder)
+
 
 def lease_take(*, name: str, seconds: float) -> bool:
     """Hold the lease `name` for `seconds`, unless another live holder has it."""
-    JobLease.objects.get_or_create(name=name)
-    now = timezone.now()
-    return JobLease.objects.filter(name=name).filter(Q(held_until__isnull=True) | Q(held_until__lt=now)).update(
-        held_until=now + timedelta(seconds=seconds), holder=f"{socket.gethostname()}:{os.getpid()}"[:100]
-    ) == 1
+    return lease_acquire(name=name, seconds=seconds).taken
 
 
 def lease_renew(*, names: Iterable[str], seconds: float) -> None:
-    JobLease.objects.filter(name__in=list(names)).update(held_until=timezone.now() + timedelta(seconds=seconds))
+    """Extend our own leases; one that expired and was taken by another process stays theirs."""
+    JobLease.objects.filter(name__in=list(names), holder=lease_holder_id()).update(
+        held_until=timezone.now() + timedelta(seconds=seconds))
 
 
 def lease_release(*, names: Iterable[str]) -> None:
-    JobLease.objects.filter(name__in=list(names)).update(held_until=None, holder="")
+    """Free our own leases at once (never another holder's)."""
+    JobLease.objects.filter(name__in=list(names), holder=lease_holder_id()).update(held_until=None, holder="")
 
 
 def store_pull_lease(store_id: int) -> str:

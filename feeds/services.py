@@ -7,7 +7,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from feeds.handles import DEFAULT_VISIBILITY_SECONDS, commit_margin, events_live, visibility_of
-from feeds.leases import lease_release, lease_renew, lease_take, store_pull_lease
+from feeds.leases import lease_acquire, lease_release, lease_renew, store_pull_lease
 from feeds.models import FeedConfig, FeedEvent, Store
 from feeds.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
 from orders.services.events import ACTIONABLE_STATES, order_note_event
@@ -28,6 +28,59 @@ log = logging.getLogger("hub.feeds")
 MAXLOT = 10
 COMMIT_RETRY_FIRST_SECONDS = 0.2
 COMMIT_RETRY_MAX_SECONDS = 30.0
+COMMIT_TRIES_UNREACHABLE = 3  # refused, DNS, TLS: seldom fixed within seconds, and the next pull retries
+
+
+# What to check, by what went wrong. The flags are connect_store's.
+ADVICE = {
+    "refused": "nothing answers there: check --base-url / the account name",
+    "dns": "check --base-url / the account name (and this machine's DNS)",
+    "tls": "check --base-url (https to a plain-http server?) and REQUESTS_CA_BUNDLE",
+    "connect_timeout": "check --base-url, and that this machine may reach it (firewall, HTTPS_PROXY)",
+    "unreachable": "check --base-url, and this machine's network (firewall, HTTPS_PROXY)",
+    401: "check the app key and token (connect_store --app-key / --app-token) and the appKey's role",
+    403: "the credentials are valid but not allowed: check the appKey's role (it must read orders and the feed)",
+    404: "save the feed filter under Feed configs in the admin (it creates the feed on VTEX), "
+         "or check --base-url / the account name",
+}
+HTTP_CAUSES = {401: "HTTP 401, VTEX refused the credentials", 403: "HTTP 403, the appKey may not read the feed",
+               404: "HTTP 404, feed not configured"}
+
+
+@dataclass(frozen=True)
+class FeedProblem:
+    """Why a store's feed could not be read, for a person: where, why, and what to check."""
+
+    store_id: int
+    store: str
+    host: str
+    cause: str
+    advice: str
+    connection: bool  # no connection at all (refused, DNS, TLS, connect timeout): no HTTP answer
+
+    def line(self) -> str:
+        return f"{self.store}: cannot read the feed at {self.host}: {self.cause} — {self.advice}"
+
+
+def feed_problem(*, store: Store, exc: VtexError) -> FeedProblem | None:
+    """A problem worth explaining (no connection, any 4xx); None for the ones retried quietly (5xx, 429, timeouts)."""
+    if isinstance(exc, VtexUnavailable):
+        if not exc.unreachable:
+            return None
+        return FeedProblem(store_id=store.pk, store=store.name, host=exc.host, cause=exc.cause,
+                           advice=ADVICE[exc.failure], connection=True)
+    return FeedProblem(store_id=store.pk, store=store.name, host=exc.host,
+                       cause=HTTP_CAUSES.get(exc.status or 0, f"HTTP {exc.status} {exc.code}".strip()),
+                       advice=ADVICE.get(exc.status or 0, "check --base-url / the account name"), connection=False)
+
+
+@dataclass(frozen=True)
+class BusyFeed:
+    """A feed another process was reading: `holder` says which."""
+
+    store: str
+    holder: str
+    text: str
 
 
 @dataclass
@@ -43,6 +96,10 @@ class PullReport:
     errors: list[str] = field(default_factory=list)
     stores_busy: int = 0  # stores another process was already reading
     blocked: list[str] = field(default_factory=list)  # feeds that cannot be read until staff act
+    problems: list[FeedProblem] = field(default_factory=list)  # why a feed was not read, explained
+    answered: list[int] = field(default_factory=list)  # stores whose VTEX gave any HTTP answer to the feed
+    busy: list[BusyFeed] = field(default_factory=list)  # who reads the feeds we could not
+    notes: list[str] = field(default_factory=list)  # worth telling the person running `sync`
 
     def add(self, outcome: str) -> None:
         attr = {"queued": "queued", "ignored": "ignored", "duplicate": "duplicates",
@@ -54,6 +111,10 @@ class PullReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors += other.errors
         self.blocked += other.blocked
+        self.problems += other.problems
+        self.answered += other.answered
+        self.busy += other.busy
+        self.notes += other.notes
 
     def summary(self) -> str:
         text = (f"pulled {self.read} event(s): {self.queued} queued, {self.ignored} ignored, "
@@ -163,26 +224,31 @@ def _store_health(store: Store, **fields: Any) -> None:
 
 
 def handles_commit(*, store: Store, client: VtexClient, handles: list[str], live_until: float, deadline: float,
-                   report: PullReport) -> VtexError | None:
+                   report: PullReport, stopping: Callable[[], bool] | None = None) -> VtexError | None:
     """Commit `handles`, retrying 429, 5xx and timeouts with backoff until `live_until` or `deadline` (monotonic).
 
     Returns None once committed, else the last error. Past `live_until` the handles are dead: VTEX shows the
-    items again after the visibility timeout and their new handles are committed as duplicates.
+    items again after the visibility timeout and their new handles are committed as duplicates. When
+    `stopping()`, no retry; with no connection at all, a few: the next pull commits the stored handles that still
+    live (a wrong URL must not hold `sync` for the handles' whole life).
     """
     delay = COMMIT_RETRY_FIRST_SECONDS
+    unreachable = 0
     while True:
         try:
             client.feed_commit(handles)
             return None
         except VtexUnavailable as exc:
             error = exc
+            unreachable = unreachable + 1 if exc.unreachable else 0
             if exc.rate_limited:
                 store_pause(store_id=store.pk, retry_after=exc.retry_after)
         except VtexError as exc:
             return exc  # any other 4xx: the same call would get the same answer
         # Jitter, so that readers whose commits failed together do not retry together.
         wait = max(delay * random.uniform(0.5, 1.0), _seconds_paused(store))
-        if time.monotonic() + wait >= min(live_until, deadline):
+        if (time.monotonic() + wait >= min(live_until, deadline) or (stopping is not None and stopping())
+                or unreachable >= COMMIT_TRIES_UNREACHABLE):
             return error
         log.info("commit of %d handle(s) failed (%s); again in %.1fs", len(handles), error, wait)
         report.commit_retries += 1
@@ -196,7 +262,8 @@ def _commit_failed(store: Store, report: PullReport, message: str) -> None:
 
 
 def feed_read_once(*, store: Store, client: VtexClient, report: PullReport,
-                   visibility: int = DEFAULT_VISIBILITY_SECONDS, deadline: float | None = None) -> str:
+                   visibility: int = DEFAULT_VISIBILITY_SECONDS, deadline: float | None = None,
+                   stopping: Callable[[], bool] | None = None) -> str:
     """Read one lot, store it, commit its handles. Returns "items", "empty" or "error".
 
     `visibility`: the feed's visibility timeout (how long the handles live); `deadline`: monotonic, for retries.
@@ -204,20 +271,19 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport,
     read_at = time.monotonic()  # VTEX starts the visibility timeout when it answers, a little later
     try:
         items = client.feed_read(MAXLOT)
-    except VtexUnavailable as exc:
+    except VtexError as exc:
+        if (problem := feed_problem(store=store, exc=exc)) is not None:
+            report.problems.append(problem)
+        if exc.status is not None:
+            report.answered.append(store.pk)
+        if not isinstance(exc, VtexUnavailable):
+            return _feed_refused(store, report, exc)
         if exc.rate_limited:
             store_pause(store_id=store.pk, retry_after=exc.retry_after)
         _store_health(store, feed_status=Store.FeedStatus.FAILING, feed_error=str(exc)[:1000])
         report.errors.append(str(exc))
         return "error"
-    except VtexError as exc:
-        status = {404: Store.FeedStatus.NOT_CONFIGURED, 401: Store.FeedStatus.UNAUTHORIZED,
-                  403: Store.FeedStatus.UNAUTHORIZED}.get(exc.status or 0, Store.FeedStatus.FAILING)
-        message = "the feed is not configured on VTEX for this appKey" if exc.status == 404 else str(exc)
-        _store_health(store, feed_status=status, feed_error=message[:1000])
-        report.errors.append(message)
-        report.blocked.append(f"{store.name}: {message}")
-        return "error"
+    report.answered.append(store.pk)
     if not items:
         _store_health(store, feed_status=Store.FeedStatus.OK, feed_error="", last_pull_at=timezone.now())
         return "empty"
@@ -230,7 +296,8 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport,
     if handles:
         live_until = read_at + visibility - commit_margin(visibility)
         error = handles_commit(store=store, client=client, handles=handles, live_until=live_until,
-                               deadline=live_until if deadline is None else deadline, report=report)
+                               deadline=live_until if deadline is None else deadline, report=report,
+                               stopping=stopping)
         if error is not None:
             # Stored but not committed: the next pull retries while the handles live (events_commit_stored),
             # then VTEX shows the items again and they are stored as duplicates.
@@ -242,8 +309,19 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport,
     return "items"
 
 
+def _feed_refused(store: Store, report: PullReport, exc: VtexError) -> str:
+    """A 4xx on the feed: recorded for staff, and the feed is blocked (the same call gets the same answer)."""
+    status = {404: Store.FeedStatus.NOT_CONFIGURED, 401: Store.FeedStatus.UNAUTHORIZED,
+              403: Store.FeedStatus.UNAUTHORIZED}.get(exc.status or 0, Store.FeedStatus.FAILING)
+    message = "the feed is not configured on VTEX for this appKey" if exc.status == 404 else str(exc)
+    _store_health(store, feed_status=status, feed_error=message[:1000])
+    report.errors.append(message)
+    report.blocked.append(f"{store.name}: {message}")
+    return "error"
+
+
 def events_commit_stored(*, store: Store, client: VtexClient, visibility: int, before: datetime, deadline: float,
-                         report: PullReport) -> None:
+                         report: PullReport, stopping: Callable[[], bool] | None = None) -> None:
     """Commit the live handles that an earlier pull stored but did not commit (it crashed or ran out of time).
 
     Only events stored before `before`, when this pull began: its own readers commit theirs.
@@ -257,7 +335,7 @@ def events_commit_stored(*, store: Store, client: VtexClient, visibility: int, b
         # The oldest handle of the lot dies first.
         live_until = start + (lot[0][2] - now).total_seconds() + visibility - commit_margin(visibility)
         error = handles_commit(store=store, client=client, handles=[handle for _, handle, _ in lot],
-                               live_until=live_until, deadline=deadline, report=report)
+                               live_until=live_until, deadline=deadline, report=report, stopping=stopping)
         if error is not None:
             failed = error
             continue  # younger lots may still be live
@@ -276,16 +354,17 @@ def _seconds_paused(store: Store) -> float:
 
 
 def feed_read_loop(*, store: Store, deadline: float, until_empty: bool,
-                   stored_before: datetime | None = None) -> PullReport:
+                   stored_before: datetime | None = None, stopping: Callable[[], bool] | None = None) -> PullReport:
     """One reader: read, store, commit, again. Several run side by side on one feed, like SQS consumers.
 
     stored_before: first commit the live handles stored before then and never committed (one reader does).
+    stopping: checked between lots; the lot in hand is stored and committed first, so no item stays hidden.
     """
     report = PullReport()
     client = vtex_client(store)
     visibility = visibility_of(FeedConfig.objects.filter(store=store).first())
     try:
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - time.monotonic()) > 0 and not (stopping is not None and stopping()):
             if paused := _seconds_paused(store):
                 if until_empty:
                     break  # `sync` comes back for it in its next round
@@ -293,11 +372,11 @@ def feed_read_loop(*, store: Store, deadline: float, until_empty: bool,
                 continue
             if stored_before is not None:
                 events_commit_stored(store=store, client=client, visibility=visibility, before=stored_before,
-                                     deadline=deadline, report=report)
+                                     deadline=deadline, report=report, stopping=stopping)
                 stored_before = None
                 continue
             result = feed_read_once(store=store, client=client, report=report, visibility=visibility,
-                                    deadline=deadline)
+                                    deadline=deadline, stopping=stopping)
             if result == "items":
                 continue
             if until_empty:
@@ -310,12 +389,12 @@ def feed_read_loop(*, store: Store, deadline: float, until_empty: bool,
 
 
 def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until_empty: bool = True,
-               readers: int | None = None) -> PullReport:
+               readers: int | None = None, stopping: Callable[[], bool] | None = None) -> PullReport:
     """Read every enabled store's feed with HUB_PULL_CONCURRENCY readers each, until `deadline` (monotonic).
 
     until_empty: stop when the feeds answer an empty lot (the `sync` command); otherwise keep polling
     every HUB_IDLE_POLL_SECONDS until the deadline (the scheduled job), so a new event waits seconds,
-    not a minute.
+    not a minute. stopping: a graceful stop; the readers finish their lot, then the leases are released.
     """
     report = PullReport()
     started = timezone.now()
@@ -325,7 +404,17 @@ def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until
     # Short and renewed while we read, so the feed of a process that crashed is free again soon.
     lease = min(60.0, settings.HUB_CLAIM_SECONDS)
     stores = list(stores)
-    mine = [store for store in stores if lease_take(name=store_pull_lease(store.pk), seconds=lease)]
+    mine = []
+    for store in stores:
+        attempt = lease_acquire(name=store_pull_lease(store.pk), seconds=lease)
+        holder = attempt.holder.describe() if attempt.holder else "another process"
+        if attempt.taken:
+            mine.append(store)
+            if attempt.took_over:
+                report.notes.append(f"took over the feed of {store.name} from {holder}: that process is gone")
+        else:
+            report.busy.append(BusyFeed(store=store.name, holder=holder.split(" (")[0],
+                                        text=f"feed of {store.name} is being read by {holder}"))
     leases = [store_pull_lease(store.pk) for store in mine]
     report.stores_busy = len(stores) - len(mine)
     results: list[PullReport] = []
@@ -333,7 +422,7 @@ def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until
     def read(store: Store, n: int) -> None:
         # Reader 0 first commits what an earlier pull left uncommitted: with the lease held, no one else does.
         results.append(feed_read_loop(store=store, deadline=deadline, until_empty=until_empty,
-                                      stored_before=started if n == 0 else None))
+                                      stored_before=started if n == 0 else None, stopping=stopping))
 
     threads = [threading.Thread(target=read, args=(store, n), name=f"pull-{store.name}-{n}", daemon=True)
                for store in mine for n in range(max(1, readers or settings.HUB_PULL_CONCURRENCY))]

@@ -2,17 +2,23 @@
 
 Reference: ../shared/vtex/ORDERS-API.md (and https://developers.vtex.com/docs/api-reference/orders-api).
 Failures raise VtexError; VtexUnavailable marks the ones worth retrying (429, 5xx, timeouts, broken JSON).
+A failure without an HTTP answer says why in words (`cause`: connection refused, DNS, TLS, timeout) and
+where (`host`), never with the credentials.
 """
 
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
+import socket
+import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -35,10 +41,11 @@ class Call:
 class VtexError(Exception):
     """VTEX answered with an error that retrying the same request will not fix."""
 
-    def __init__(self, message: str, *, call: Call | None = None, code: str = "") -> None:
+    def __init__(self, message: str, *, call: Call | None = None, code: str = "", host: str = "") -> None:
         super().__init__(message)
         self.call = call
         self.code = code
+        self.host = host  # host[:port] asked, for messages: never the path's query, headers or token
 
     @property
     def status(self) -> int | None:
@@ -48,13 +55,81 @@ class VtexError(Exception):
 class VtexUnavailable(VtexError):
     """Worth retrying later: 429, 5xx, timeout, connection error, unreadable JSON."""
 
-    def __init__(self, message: str, *, call: Call | None = None, code: str = "", retry_after: float | None = None) -> None:
-        super().__init__(message, call=call, code=code)
+    def __init__(self, message: str, *, call: Call | None = None, code: str = "", retry_after: float | None = None,
+                 host: str = "", failure: str = "", cause: str = "") -> None:
+        super().__init__(message, call=call, code=code, host=host)
         self.retry_after = retry_after
+        self.failure = failure  # no HTTP answer: one of FAILURES ("" when VTEX answered)
+        self.cause = cause  # the same in words, e.g. "connection refused"
 
     @property
     def rate_limited(self) -> bool:
         return self.status == 429
+
+    @property
+    def unreachable(self) -> bool:
+        """No connection at all (refused, DNS, TLS, connect timeout): a wrong URL more often than a blip."""
+        return self.failure in CONNECTION_FAILURES
+
+
+# What went wrong when there is no HTTP answer. The first five mean no connection was ever made.
+FAILURES = ("refused", "dns", "tls", "connect_timeout", "unreachable", "timeout", "reset", "connection")
+CONNECTION_FAILURES = frozenset(FAILURES[:5])
+
+
+def _exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """exc and what it wraps: requests wraps urllib3's MaxRetryError, whose `reason` wraps the socket error."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)
+        stack += [current.__cause__, current.__context__, reason if isinstance(reason, BaseException) else None,
+                  *(arg for arg in current.args if isinstance(arg, BaseException))]
+
+
+def classify_failure(exc: BaseException, *, timeout: float) -> tuple[str, str]:
+    """(failure, cause in words) for a request that got no HTTP answer, from the exception chain."""
+    chain = list(_exception_chain(exc))
+    tls = [inner for inner in chain if isinstance(inner, (ssl.SSLError, requests.exceptions.SSLError))
+           or type(inner).__name__ == "SSLError"]
+    if tls:
+        # Only the stdlib's error says why ("certificate has expired", "WRONG_VERSION_NUMBER").
+        details = [getattr(inner, "verify_message", None) or getattr(inner, "reason", None) for inner in tls]
+        detail = next((text for text in details if isinstance(text, str) and text), "")
+        return "tls", f"TLS failed ({detail})" if detail else "TLS failed"
+    if any(isinstance(inner, socket.gaierror) or type(inner).__name__ == "NameResolutionError" for inner in chain):
+        return "dns", "DNS lookup failed (no such host)"
+    if any(isinstance(inner, ConnectionRefusedError) for inner in chain):
+        return "refused", "connection refused"
+    if any(isinstance(inner, requests.ConnectTimeout) or type(inner).__name__ == "ConnectTimeoutError"
+           for inner in chain):
+        return "connect_timeout", f"timeout (no connection within {timeout:g}s)"
+    if any(isinstance(inner, (requests.Timeout, TimeoutError)) or "Timeout" in type(inner).__name__
+           for inner in chain):
+        return "timeout", f"timeout (no answer within {timeout:g}s)"
+    if any(isinstance(inner, OSError) and inner.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH) for inner in chain):
+        return "unreachable", "network or host unreachable"
+    if any(isinstance(inner, ConnectionResetError) for inner in chain):
+        return "reset", "connection reset by the server"
+    return "connection", f"connection failed ({type(exc).__name__})"
+
+
+def host_of(url: str) -> str:
+    """host[:port] of a URL, without any user:password@ it may carry."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port else host
 
 
 @dataclass(frozen=True)
@@ -164,6 +239,7 @@ class VtexClient:
 
     def __init__(self, *, base_url: str, app_key: str, app_token: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
+        self.host = host_of(self.base_url)
         self.timeout = timeout
         self.session = new_session(self.base_url)
         self.session.headers.update(
@@ -188,20 +264,19 @@ class VtexClient:
                 data=None if body is None else json.dumps(body),
                 timeout=self.timeout,
             )
-        except requests.Timeout as exc:
-            call = Call(method, path, None, int((time.monotonic() - started) * 1000), "timeout")
-            raise VtexUnavailable(f"{method} {path}: no answer within {self.timeout:g}s", call=call) from exc
         except requests.RequestException as exc:
-            call = Call(method, path, None, int((time.monotonic() - started) * 1000), type(exc).__name__)
-            raise VtexUnavailable(f"{method} {path}: {type(exc).__name__}", call=call) from exc
+            failure, cause = classify_failure(exc, timeout=self.timeout)
+            call = Call(method, path, None, int((time.monotonic() - started) * 1000), cause)
+            raise VtexUnavailable(f"{method} {path}: {cause} ({self.host})", call=call, host=self.host,
+                                  failure=failure, cause=cause) from exc
         call = Call(method, path, response.status_code, int((time.monotonic() - started) * 1000),
                     response.text[:EXCERPT_CHARS])
         if response.status_code >= 400:
-            self._raise_for(response, call)
+            self._raise_for(response, call, self.host)
         return response, call
 
     @staticmethod
-    def _raise_for(response: requests.Response, call: Call) -> None:
+    def _raise_for(response: requests.Response, call: Call, host: str) -> None:
         code, message = "", response.reason or ""
         try:
             error = response.json().get("error") or {}
@@ -210,11 +285,11 @@ class VtexClient:
             pass
         text = f"{call.method} {call.path}: HTTP {response.status_code} {code} {message}".replace("  ", " ").strip()
         if response.status_code == 429:
-            raise VtexUnavailable(text, call=call, code=code,
+            raise VtexUnavailable(text, call=call, code=code, host=host,
                                   retry_after=parse_retry_after(response.headers.get("Retry-After")))
         if response.status_code >= 500 or response.status_code == 408:
-            raise VtexUnavailable(text, call=call, code=code)
-        raise VtexError(text, call=call, code=code)
+            raise VtexUnavailable(text, call=call, code=code, host=host)
+        raise VtexError(text, call=call, code=code, host=host)
 
     @staticmethod
     def _json(response: requests.Response, call: Call) -> Any:
@@ -270,4 +345,22 @@ class VtexClient:
         if call.status != 204:
             # VTEX: "validate this response to retry the call if the response differs from 204".
             raise VtexUnavailable(f"start-handling {order_id}: HTTP {call.status}, expected 204", call=call)
+        return call
+
+    def hook_config_get(self) -> dict:
+        """GET /api/orders/hook/config (answer undocumented: the stored config, which holds the hook's headers)."""
+        response, call = self._request("GET", "/api/orders/hook/config")
+        data = self._json(response, call)
+        if not isinstance(data, dict):
+            raise VtexUnavailable("GET /api/orders/hook/config: expected a JSON object", call=call)
+        return data
+
+    def hook_config_set(self, config: dict) -> Call:
+        """Create or replace the hook: POST /api/orders/hook/config (VTEX pings hook.url first; not 200 -> 400)."""
+        _, call = self._request("POST", "/api/orders/hook/config", body=config)
+        return call
+
+    def hook_config_delete(self) -> Call:
+        """Delete the hook: DELETE /api/orders/hook/config."""
+        _, call = self._request("DELETE", "/api/orders/hook/config")
         return call

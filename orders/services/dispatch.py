@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -35,6 +36,30 @@ class DispatchReport:
         return f"dispatched {self.processed} order run(s)" + (f": {parts}" if parts else "")
 
 
+class GracefulStop:
+    """A stop asked by a signal: take no new order, let the ones in hand finish their step for `grace` seconds.
+
+    Set from a signal handler, so plain attributes only: a lock taken there could deadlock the main thread.
+    """
+
+    def __init__(self, *, grace: float) -> None:
+        self.grace = grace
+        self.requested_at: float | None = None
+
+    def request(self) -> None:
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+
+    def __call__(self) -> bool:
+        return self.requested_at is not None
+
+    def seconds_left(self) -> float:
+        """Of the grace period: infinite until a stop is asked."""
+        if self.requested_at is None:
+            return math.inf
+        return max(0.0, self.requested_at + self.grace - time.monotonic())
+
+
 def _scope(store_ids: Iterable[int] | None) -> Q:
     return Q(store_id__in=list(store_ids)) if store_ids is not None else Q()
 
@@ -64,11 +89,15 @@ def orders_dispatch(
     concurrency: int | None = None,
     stop_when: Callable[[], bool] | None = None,
     by: str = "schedule",
+    stop: GracefulStop | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> DispatchReport:
     """Run due orders on `concurrency` threads until `deadline` (time.monotonic) or `stop_when()` is true.
 
     Each order is claimed in the database before any work, so several dispatchers (threads,
-    processes, machines) can run at once without two working on one order.
+    processes, machines) can run at once without two working on one order. `stop`: a graceful stop
+    (orders in hand finish their current step and are released, queued ones are left unclaimed);
+    `tick`: called often from this (the calling) thread, e.g. to print progress.
     """
     store_ids = list(store_ids) if store_ids is not None else None
     concurrency = max(1, concurrency or settings.HUB_DISPATCH_CONCURRENCY)
@@ -81,7 +110,9 @@ def orders_dispatch(
         try:
             while (sync_id := work.get()) is not None:
                 try:
-                    state = order_process(sync_id=sync_id, by=by)
+                    if stop is not None and stop():
+                        continue  # not claimed yet: leave it to the next run
+                    state = order_process(sync_id=sync_id, by=by, stopping=stop)
                     if state is not None:
                         with lock:
                             report.outcomes[state] += 1
@@ -99,7 +130,9 @@ def orders_dispatch(
         thread.start()
     try:
         idle_pause = settings.HUB_DISPATCH_POLL_SECONDS
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stop is not None and stop()):
+            if tick is not None:
+                tick()
             with lock:
                 busy = set(in_flight)
             # Ask the database only when the workers are about to run dry.
@@ -115,11 +148,25 @@ def orders_dispatch(
                 break
             time.sleep(min(0.05 if busy else idle_pause, max(0.0, deadline - time.monotonic())))
     finally:
+        if stop is not None and stop():
+            _drain(work)
         for _ in threads:
             work.put(None)
         for thread in threads:
-            thread.join()
+            # Past a stop's grace, a worker still in an HTTP call is left behind (a daemon thread):
+            # its order's claim expires on its own.
+            left = math.inf if stop is None else stop.seconds_left()
+            thread.join(timeout=None if left == math.inf else left)
         Store.objects.filter(**({"pk__in": store_ids} if store_ids is not None else {})).update(
             last_dispatch_at=timezone.now()
         )
     return report
+
+
+def _drain(work: queue.Queue[int | None]) -> None:
+    """Forget queued orders: none is claimed before a worker takes it, so nothing needs releasing."""
+    while True:
+        try:
+            work.get_nowait()
+        except queue.Empty:
+            return

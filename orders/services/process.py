@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -115,8 +116,9 @@ def has_work(sync: OrderSync) -> bool:
 class OrderRun:
     """The work on one claimed order. `by` is "schedule" or a staff username."""
 
-    def __init__(self, *, sync_id: int, token: str, by: str) -> None:
+    def __init__(self, *, sync_id: int, token: str, by: str, stopping: Callable[[], bool] | None = None) -> None:
         self.sync_id, self.token, self.by = sync_id, token, by
+        self.stopping = stopping
         self.sync = OrderSync.objects.only(*LOADED_FIELDS).get(pk=sync_id)
         self.pending_fields: dict[str, Any] = {}
         self.pending_attempts: list[SyncAttempt] = []
@@ -206,6 +208,10 @@ class OrderRun:
             self.prepare()
             for _ in range(6):  # each pass moves one step; the bound only guards against a bug looping
                 if not self.step_once():
+                    break
+                if self.stopping is not None and self.stopping():
+                    # A graceful stop: the step in hand is saved; release the order, due now, for the next run.
+                    self.save(release=True)
                     break
             else:
                 self.save(release=True)
@@ -415,13 +421,17 @@ def store_pause(*, store_id: int, retry_after: float | None) -> None:
     )
 
 
-def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True, resend: bool = False) -> str | None:
-    """Claim the order and advance it (or resend it). None when another worker holds it (or it is not due)."""
+def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True, resend: bool = False,
+                  stopping: Callable[[], bool] | None = None) -> str | None:
+    """Claim the order and advance it (or resend it). None when another worker holds it (or it is not due).
+
+    stopping: checked between steps; once true, the order is released after the step in hand.
+    """
     token = order_claim(sync_id=sync_id, due_only=due_only)
     if token is None:
         return None
     # Reads one row; if even that fails the database is down and the claim's expiry is the only way back.
-    run = OrderRun(sync_id=sync_id, token=token, by=by)
+    run = OrderRun(sync_id=sync_id, token=token, by=by, stopping=stopping)
     try:
         return run.resend() if resend else run.run()
     except Exception as exc:  # any failure (a bug, a broken store row) lands on the timeline and frees the order
