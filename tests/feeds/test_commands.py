@@ -90,6 +90,7 @@ def test_connect_store_twice_changes_nothing_and_never_prints_the_token(sandbox,
 
 def test_connect_store_with_a_new_token_says_so_without_showing_it(sandbox, transactional_db):
     call_command(*_connect_args(sandbox), stdout=open(os.devnull, "w"))
+    sandbox.app_token = "another-secret-token-77"  # rotated at VTEX first: connect_store checks the new one
     changed = _manage(*_connect_args(sandbox, token="another-secret-token-77"))
     assert changed.returncode == 0
     assert "updated (app_token)" in changed.stdout
