@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -23,6 +24,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -129,7 +132,7 @@ def bench_database() -> tuple[str, callable]:
 
         return f"{base}/{bench_name}", drop
     folder = tempfile.mkdtemp(prefix="hub-bench-")
-    return f"sqlite:///{folder}/bench.sqlite3", lambda: None
+    return f"sqlite:///{folder}/bench.sqlite3", lambda: shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> int:
@@ -145,6 +148,12 @@ def main() -> int:
     db_url, drop_db = bench_database()
     os.environ["DATABASE_URL"] = db_url
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only")
+    # Run as `python scripts/bench.py` too, not only through `make bench`: without DEBUG Django needs
+    # allowed hosts, and `vtex_sandbox` exists only with HUB_SANDBOX.
+    os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "localhost")
+    os.environ.setdefault("HUB_SANDBOX", "1")
+    # The throwaway database's tokens need a key, not the one in a developer's .env (the environment wins).
+    os.environ.setdefault("HUB_ENCRYPTION_KEYS", Fernet.generate_key().decode())
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "integrationhub.settings")
     os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
     if args.concurrency:

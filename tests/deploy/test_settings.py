@@ -87,3 +87,17 @@ def test_env_example_documents_every_variable_the_settings_read():
 
     assert len(read) > 20
     assert sorted(name for name in read if name not in documented) == []
+
+
+@pytest.mark.parametrize(("keys", "bad", "which"), [("nonsense", "nonsense", "key 1 of 1"),
+                                                  ("{good},not-a-key", "not-a-key", "key 2 of 2")])
+def test_a_malformed_encryption_key_is_one_clear_line_that_does_not_show_the_key(production_env, keys, bad, which):
+    production_env["HUB_ENCRYPTION_KEYS"] = keys.format(good=production_env["HUB_ENCRYPTION_KEYS"].split(",")[0])
+
+    result = manage("check", env=production_env)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"HUB_ENCRYPTION_KEYS holds a malformed key ({which}): each must be 32 url-safe")
+    assert bad not in line  # the key is the secret: never echoed
