@@ -31,7 +31,7 @@ class FeedFilter:
     """Decides whether an order change enters the feed (or would be sent to the hook)."""
 
     type: str
-    statuses: frozenset[str] = frozenset()
+    statuses: frozenset[str] | None = None  # FromWorkflow; None = every status change
     expression: str | None = None
     disable_single_fire: bool = False
     _compiled: Any = field(default=None, repr=False)
@@ -39,7 +39,7 @@ class FeedFilter:
 
     def matches(self, *, order_id: str, state: str, doc: dict[str, Any]) -> bool:
         if self.type == "FromWorkflow":
-            return state in self.statuses
+            return self.statuses is None or state in self.statuses
         try:
             result = self._compiled.evaluate(doc)
         except Exception:  # noqa: BLE001 - jsonata raises plain exceptions; a runtime error is "no match"
@@ -59,8 +59,12 @@ def _present(raw: dict[str, Any], key: str) -> bool:
     return raw.get(key) is not None
 
 
-def parse_filter(raw: Any) -> tuple[dict[str, Any], FeedFilter]:
-    """Validate a `filter` object (shared by feed and hook); returns the stored shape and the matcher."""
+def parse_filter(raw: Any, *, status_required: bool = False) -> tuple[dict[str, Any], FeedFilter]:
+    """Validate a `filter` object (shared by feed and hook); returns the stored shape and the matcher.
+
+    A feed's FromWorkflow filter may leave `status` out: every status change then enters the feed (spec and
+    feed guide). The hook's spec says "you must send at least one value for the status field": `status_required`.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(400, "filter is required")
     kind = raw.get("type")
@@ -70,7 +74,10 @@ def parse_filter(raw: Any) -> tuple[dict[str, Any], FeedFilter]:
         if _present(raw, "expression") or _present(raw, "disableSingleFire"):
             raise ConfigError(409, "FromWorkflow filter cannot have expression or disableSingleFire")
         statuses = raw.get("status")
+        if statuses is None and not status_required:
+            return {"type": kind}, FeedFilter(type=kind)
         # Status strings are deliberately not checked: VTEX accepts misspellings, which then never match.
+        # An empty list is refused: it could never match, and VTEX's answer to it is undocumented.
         if not isinstance(statuses, list) or not statuses or not all(isinstance(s, str) for s in statuses):
             raise ConfigError(400, "filter.status must be a non-empty list of strings")
         return {"type": kind, "status": list(statuses)}, FeedFilter(type=kind, statuses=frozenset(statuses))

@@ -63,7 +63,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
             response = Response(500, b'{"error":{"code":"500","message":"Sandbox error","exception":null}}')
         self._send(response)
 
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _dispatch
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = _dispatch
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (CONNECT, PROPFIND, ...) also reaches the sandbox, which answers a JSON 405 or 404:
+        # the stdlib would send an HTML 501 page.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)
@@ -77,5 +84,5 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if body:
+        if body and self.command != "HEAD":  # HEAD gets the headers a body would have, never the body
             self.wfile.write(body)

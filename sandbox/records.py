@@ -49,3 +49,21 @@ class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HookDelivery:
+    """One try to deliver a hook notification (or a notification `hook_drop_rate` dropped)."""
+
+    order_id: str
+    state: str
+    attempt: int  # 1 for the first try; 0 for a dropped notification
+    status: int | None  # what the endpoint answered; None when dropped, timed out or unreachable
+    outcome: str  # "delivered", "retrying" (another try is scheduled), "gave_up" or "dropped"
+    at: float  # time.time() when the try ended
+    duplicate: bool = False  # the extra copy `hook_duplicate_rate` sent
+    error: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {"order_id": self.order_id, "state": self.state, "attempt": self.attempt, "status": self.status,
+                "outcome": self.outcome, "at": self.at, "duplicate": self.duplicate, "error": self.error}

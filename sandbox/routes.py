@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 from sandbox.erp import ErpReceiver, ErpRequestError, parse_erp_request
 from sandbox.faults import NOT_READY_FOR_HANDLING, UNAUTHORIZED, ScriptedFault, json_response, vtex_error
 from sandbox.feed import ConfigError, FeedConfig, FeedQueue, parse_feed_config
-from sandbox.hook import parse_hook_config, ping
+from sandbox.hook import HookConfig, parse_hook_config, ping
+from sandbox.hook_delivery import HookNotifier
 from sandbox.orders import OrderRecord
 from sandbox.records import Response
 from sandbox.routing import Route
@@ -27,8 +28,13 @@ if TYPE_CHECKING:
 
 NOT_CANCELLABLE = {"invoice", "invoiced"}  # invoiced, or an invoice being verified (partially invoiced)
 KNOBS = {"latency_ms", "fault_rate", "commit_fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate",
-         "retry_after_seconds", "shuffle", "erp_refuse_customer_data"}
+         "retry_after_seconds", "shuffle", "erp_refuse_customer_data", "hook_drop_rate", "hook_delay_ms",
+         "hook_duplicate_rate", "hook_retry_base_seconds", "hook_max_attempts"}
 BOOLEAN_KNOBS = {"shuffle", "erp_refuse_customer_data"}
+INTEGER_KNOBS = {"retry_after_seconds", "hook_max_attempts"}
+# VTEX's default lot is undocumented and its spec marks `maxlot` required, yet VTEX's own C# consumer sends none
+# and reads a batch of exactly 10 as "more may be waiting" (ORDERS-API.md §1.5): so 10, the documented maximum.
+DEFAULT_MAXLOT = 10
 
 
 class BadRequest(Exception):
@@ -78,7 +84,8 @@ class RouteActions:
     _erp: ErpReceiver
     _data_rng: random.Random
     _scripted: dict[str, deque[ScriptedFault]]
-    hook_config: dict[str, Any] | None
+    _hook: HookConfig | None
+    _hooks: HookNotifier
     committed_handles: list[str]
     shuffle: bool
     clock: Callable[[], float]
@@ -111,6 +118,11 @@ class RouteActions:
     @staticmethod
     def not_found(call: Call) -> Response:
         return vtex_error(404, "404", f"No route for {call.method} {call.path}")
+
+    @staticmethod
+    def method_not_allowed(call: Call, allowed: list[str]) -> Response:
+        return vtex_error(405, "405", f"Method {call.method} not allowed on {call.path}",
+                          {"Allow": ", ".join(allowed)})
 
     @staticmethod
     def unauthorized() -> Response:
@@ -154,7 +166,9 @@ class RouteActions:
 
     @staticmethod
     def _maxlot(call: Call) -> int:
-        raw = call.query.get("maxlot", "")
+        raw = call.query.get("maxlot")
+        if raw is None:
+            return DEFAULT_MAXLOT
         if not raw.isdigit() or not 1 <= int(raw) <= 10:
             raise BadRequest("maxlot must be an integer between 1 and 10")
         return int(raw)
@@ -204,7 +218,9 @@ class RouteActions:
                 return self._order_not_found()
             if record.status != "ready-for-handling":
                 return json_response(409, NOT_READY_FOR_HANDLING)
-            self._move(record, "handling", now)
+            # VTEX passes through "start-handling" to "handling": a feed or hook filtered on either one fires.
+            self._move(record, "start-handling", now)
+            self._move(record, "handling", max(self.clock(), now + 0.0001))
         return Response(204)
 
     def _do_cancel(self, route: Route, call: Call) -> Response:
@@ -230,25 +246,25 @@ class RouteActions:
 
     def _do_hook_config_get(self, route: Route, call: Call) -> Response:
         with self._lock:
-            if self.hook_config is None:
+            if self._hook is None:
                 return vtex_error(404, "404", "Hook configuration not found")
-            return json_response(200, self.hook_config)
+            return json_response(200, self._hook.stored)
 
     def _do_hook_config_set(self, route: Route, call: Call) -> Response:
-        config = parse_hook_config(call.json())
+        config = parse_hook_config(call.json())  # compiles JSONata outside the lock
         # The ping runs outside the lock: the endpoint may take up to 5 s to answer.
-        failure = ping(config["hook"]["url"], config["hook"]["headers"])
+        failure = ping(config.url, config.headers)
         if failure is not None:
             return bad_request(f"Hook ping failed: {failure}")
         with self._lock:
-            self.hook_config = config
+            self._hook = config
         return Response(200)
 
     def _do_hook_config_delete(self, route: Route, call: Call) -> Response:
         with self._lock:
-            if self.hook_config is None:
+            if self._hook is None:
                 return vtex_error(404, "404", "Hook configuration not found")
-            self.hook_config = None
+            self._hook = None
         return Response(200)
 
     # ---- ERP -------------------------------------------------------------------------------------
@@ -275,7 +291,7 @@ class RouteActions:
             if route.name == "order_get" and route.order_id in self._orders:
                 return self._orders[route.order_id].to_json()
             if route.name == "hook_config_get":
-                return json.dumps(self.hook_config or {}).encode()
+                return json.dumps(self._hook.stored if self._hook else {}).encode()
             if route.name == "cancel":
                 return json.dumps({"date": iso_offset(self.clock()), "orderId": route.order_id,
                                    "receipt": f"{self._data_rng.getrandbits(128):032x}"}).encode()
@@ -312,8 +328,8 @@ class RouteActions:
             if unknown:
                 raise BadRequest(f"unknown knobs: {sorted(unknown)}")
             for name, value in payload.items():
-                if name == "retry_after_seconds":
-                    value = None if value is None else int(value)
+                if name in INTEGER_KNOBS:
+                    value = None if value is None and name == "retry_after_seconds" else int(value)
                 elif name in BOOLEAN_KNOBS:
                     value = bool(value)
                 else:
@@ -327,5 +343,7 @@ class RouteActions:
                            headers=payload.get("headers"), body=payload.get("body"),
                            delay_seconds=float(payload.get("delay_seconds", 0)))
             return json_response(200, {"ok": True})
+        if route.name == "control_hook_deliveries":
+            return json_response(200, [delivery.summary() for delivery in self._hooks.deliveries])
         with self._lock:  # control_deliveries
             return json_response(200, self._erp.summaries())

@@ -28,6 +28,7 @@ _TABLE: list[tuple[str, str, str, str]] = [
     ("POST", r"/_sandbox/faults", "control_faults", "control"),
     ("POST", r"/_sandbox/fail-next", "control_fail_next", "control"),
     ("GET", r"/_sandbox/erp/deliveries", "control_deliveries", "control"),
+    ("GET", r"/_sandbox/hook/deliveries", "control_hook_deliveries", "control"),
 ]
 _COMPILED = [(method, re.compile(pattern + r"/?"), name, kind) for method, pattern, name, kind in _TABLE]
 
@@ -44,3 +45,8 @@ def match_route(method: str, path: str) -> Route | None:
         if route_method == method and (match := pattern.fullmatch(path)):
             return Route(name=name, kind=kind, order_id=unquote(match.groupdict().get("order_id") or ""))
     return None
+
+
+def allowed_methods(path: str) -> list[str]:
+    """Methods some route accepts on `path`, for a 405's `Allow` header; [] when the path is unknown."""
+    return sorted({method for method, pattern, _, _ in _COMPILED if pattern.fullmatch(path)})

@@ -2,7 +2,8 @@
 
 One `Sandbox` is one VTEX account seen through one appKey (so one feed, one hook) plus a fake ERP.
 All state sits behind one lock; sleeps (latency, "timeout" faults) and slow work (JSON parsing, hook
-pings) happen outside it. No Django here: tests can import this module without settings.
+pings, hook notifications: see hook_delivery.py) happen outside it. No Django here: tests can import
+this module without settings.
 """
 
 from __future__ import annotations
@@ -21,18 +22,24 @@ from sandbox.faults import (
 )
 from sandbox.feed import FeedConfig, FeedQueue, default_feed_config, parse_feed_config
 from sandbox.handler import SandboxHTTPServer
+from sandbox.hook import HookConfig
+from sandbox.hook_delivery import HookNotifier
+from sandbox.hook_side import HookSide
 from sandbox.orders import OrderFactory, OrderRecord
-from sandbox.records import ErpDelivery, RecordedRequest, Response
+from sandbox.records import ErpDelivery, HookDelivery, RecordedRequest, Response
 from sandbox.routes import Call, RouteActions
-from sandbox.routing import Route, match_route
+from sandbox.routing import Route, allowed_methods, match_route
 from sandbox.timestamps import iso_z
 
-__all__ = ["Sandbox", "RecordedRequest", "ErpDelivery"]
+__all__ = ["Sandbox", "RecordedRequest", "ErpDelivery", "HookDelivery"]
 
 DEFAULT_TIMEOUT_FAULT_SECONDS = 5.0
+# A new order reached its status this long after its previous change (window-to-cancel): VTEX's feed example
+# shows 22 s between lastChange and currentChange. Fixed, so a seed still gives the same data.
+PREVIOUS_CHANGE_SECONDS = 20.0
 
 
-class Sandbox(RouteActions):
+class Sandbox(HookSide, RouteActions):
     def __init__(
         self,
         *,
@@ -50,6 +57,11 @@ class Sandbox(RouteActions):
         seed: int | None = None,
         feed_configured: bool = True,
         visibility_timeout: int = 250,
+        hook_drop_rate: float = 0.0,
+        hook_delay_ms: float = 0,
+        hook_duplicate_rate: float = 0.0,
+        hook_retry_base_seconds: float = 1.0,
+        hook_max_attempts: int = 10,
     ) -> None:
         self.account, self.app_key, self.app_token = account, app_key, app_token
         # Knobs are plain attributes: tests and /_sandbox/faults may change them while serving.
@@ -61,11 +73,16 @@ class Sandbox(RouteActions):
         self.duplicate_rate = duplicate_rate
         self.commit_fault_rate = commit_fault_rate  # share of feed commits answered 503, on top of fault_rate
         self.shuffle = shuffle
+        # Hook notifications: dropped (never sent, so tests can prove the feed catches it), delayed, or sent twice.
+        self.hook_drop_rate = hook_drop_rate
+        self.hook_delay_ms = hook_delay_ms
+        self.hook_duplicate_rate = hook_duplicate_rate
         self.clock = time.time  # swap in tests to jump past visibility timeouts or retention
         self._lock = threading.Lock()
         self._rng = random.Random(seed)  # fault decisions only, so data stays the same whatever the faults
         data_rng = random.Random(None if seed is None else seed + 1)
         self._data_rng = data_rng  # event ids, handles, receipts, shuffling
+        self._hook_rng = random.Random(None if seed is None else seed + 2)  # hook knobs leave other draws alone
         self._factory = OrderFactory(seed)
         self._orders: dict[str, OrderRecord] = {}
         self._status_counts: Counter[str] = Counter()
@@ -73,7 +90,8 @@ class Sandbox(RouteActions):
         self._feed: FeedConfig | None = default_feed_config(visibility_timeout) if feed_configured else None
         self._erp = ErpReceiver()
         self._scripted: dict[str, deque[ScriptedFault]] = defaultdict(deque)
-        self.hook_config: dict[str, Any] | None = None
+        self._hook: HookConfig | None = None
+        self._hooks = HookNotifier(retry_base_seconds=hook_retry_base_seconds, max_attempts=hook_max_attempts)
         self.requests: list[RecordedRequest] = []
         self.start_handling_calls: list[tuple[str, int]] = []
         self.committed_handles: list[str] = []
@@ -88,6 +106,7 @@ class Sandbox(RouteActions):
     def start(self, host: str = "127.0.0.1", port: int = 0) -> Sandbox:
         """Serve in a daemon thread; port 0 picks a free port. Returns self."""
         self._stopped.clear()
+        self._hooks.open()
         self._httpd = SandboxHTTPServer((host, port), self)
         bound_host, bound_port = self._httpd.server_address[:2]
         shown = "127.0.0.1" if bound_host in ("0.0.0.0", "") else bound_host
@@ -112,6 +131,7 @@ class Sandbox(RouteActions):
 
     def stop(self) -> None:
         self._stopped.set()
+        self._hooks.close()
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
@@ -237,6 +257,8 @@ class Sandbox(RouteActions):
                 "erp_orders": self._erp.unique_orders,
                 "start_handling_204": sum(1 for _, status in self.start_handling_calls if status == 204),
                 "requests": len(self.requests),
+                # notifications (sent or dropped), attempts, delivered, dropped, gave_up, pending
+                **{f"hook_{name}": n for name, n in self._hooks.counts().items()},
             }
 
     # ---- state helpers (call with the lock held) -----------------------------------------------------
@@ -261,11 +283,14 @@ class Sandbox(RouteActions):
                 order_id = self._factory.next_order_id()
         elif order_id in self._orders:
             raise ValueError(f"order {order_id!r} already exists")
-        record = self._factory.build(order_id=order_id, status=status, now=now)
+        previous = now - PREVIOUS_CHANGE_SECONDS
+        record = self._factory.build(order_id=order_id, status=status, now=previous)
+        record.set_status(status, now)
         self._orders[order_id] = record
         self._status_counts[status] += 1
-        # Only the change that reached `status` is emitted, not the chain of earlier states.
-        self._emit(record, state=status, last_state="window-to-cancel", last_change=now, now=now)
+        # Only the change that reached `status` is emitted, not the chain of earlier states; its lastChange is
+        # when the order entered window-to-cancel, as on VTEX (never equal to currentChange).
+        self._emit(record, state=status, last_state="window-to-cancel", last_change=previous, now=now)
         return order_id
 
     def _move(self, record: OrderRecord, status: str, now: float) -> dict[str, Any]:
@@ -277,6 +302,8 @@ class Sandbox(RouteActions):
 
     def _emit(self, record: OrderRecord, *, state: str, last_state: str, last_change: float,
               now: float) -> dict[str, Any]:
+        # Feed and hook are independent configurations: each change is offered to both.
+        self._notify_hook(record, state=state, last_state=last_state, last_change=last_change, now=now)
         # No feed configured, no event: a new feed only captures changes made after it exists.
         if self._feed is None or not self._feed.filter.matches(order_id=record.order_id, state=state, doc=record.doc):
             return {}
@@ -303,6 +330,10 @@ class Sandbox(RouteActions):
         route = match_route(method, call.path)
         if route is not None and route.kind == "control":
             return self._control(route, call)  # test plumbing: no auth, latency, faults or recording
+        if route is None and (allowed := allowed_methods(call.path)):
+            # Not recorded: `requests` is API traffic, and a probe such as connect_store's HEAD of the ERP URL
+            # is none (before the 405, the stdlib answered such methods without reaching the sandbox).
+            return self.method_not_allowed(call, allowed)
         response, sleep_after = self._answer(route, call)
         with self._lock:
             self.requests.append(RecordedRequest(method=method, path=call.path, query=call.query,

@@ -17,40 +17,10 @@ import pytest
 import requests
 
 from sandbox.server import Sandbox
+from tests.sandbox.vtex_client import ISO_7_DIGITS_Z, Vtex, fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "sandbox" / "fixtures"
-ISO_7_DIGITS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
 FROM_WORKFLOW = {"type": "FromWorkflow", "status": ["ready-for-handling", "handling", "cancel", "canceled"]}
 QUEUE = {"visibilityTimeoutInSeconds": 250, "MessageRetentionPeriodInSeconds": 345600}
-
-
-def fixture(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-
-
-class Vtex:
-    """A tiny authenticated client, so tests read like the calls the hub makes."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.session = requests.Session()
-        self.session.headers.update({"X-VTEX-API-AppKey": sandbox.app_key, "X-VTEX-API-AppToken": sandbox.app_token,
-                                     "Accept": "application/json"})
-
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", 5)
-        return self.session.request(method, self.sandbox.url + path, **kwargs)
-
-    def read(self, maxlot: int = 10) -> list[dict[str, Any]]:
-        response = self.request("GET", "/api/orders/feed", params={"maxlot": maxlot})
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def commit(self, handles: list[str]) -> requests.Response:
-        return self.request("POST", "/api/orders/feed", json={"handles": handles})
-
-    def start_handling(self, order_id: str, **kwargs: Any) -> requests.Response:
-        return self.request("POST", f"/api/oms/pvt/orders/{order_id}/start-handling", **kwargs)
 
 
 @pytest.fixture
@@ -141,6 +111,7 @@ def test_feed_config_refuses_mixed_filter_fields_with_409(sandbox: Sandbox, vtex
     {"filter": FROM_WORKFLOW},
     {"queue": QUEUE},
     {"filter": {"status": ["handling"]}, "queue": QUEUE},
+    {"filter": {"type": "FromWorkflow", "status": []}, "queue": QUEUE},
     {"filter": {"type": "FromOrders", "expression": "status = "}, "queue": QUEUE},
     "not json",
 ])
@@ -151,6 +122,16 @@ def test_feed_config_refuses_bad_bodies_with_400(sandbox: Sandbox, vtex: Vtex, b
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "400"
+
+
+def test_a_from_workflow_feed_without_status_receives_every_status_change(sandbox: Sandbox, vtex: Vtex) -> None:
+    config = {"filter": {"type": "FromWorkflow"}, "queue": QUEUE}
+    assert vtex.request("POST", "/api/orders/feed/config", json=config).status_code == 200
+    order_id = sandbox.create_order(status="payment-pending")
+    sandbox.set_status(order_id, "waiting-ffmt-authorization")
+
+    assert [i["state"] for i in vtex.read()] == ["payment-pending", "waiting-ffmt-authorization"]
+    assert vtex.request("GET", "/api/orders/feed/config").json()["filter"] == {"type": "FromWorkflow"}
 
 
 def test_feed_config_delete_then_reads_and_config_get_are_404(sandbox: Sandbox, vtex: Vtex) -> None:
@@ -193,7 +174,9 @@ def test_feed_items_look_like_vtex_items(sandbox: Sandbox, vtex: Vtex) -> None:
     assert item["handle"].startswith("AQEB") and len(item["handle"]) == 44
     for field in ("lastChange", "currentChange"):
         assert ISO_7_DIGITS_Z.match(item[field])
-        datetime.fromisoformat(item[field])
+    # lastChange is the previous change (window-to-cancel began), as on VTEX: earlier than currentChange.
+    assert datetime.fromisoformat(item["lastChange"]) < datetime.fromisoformat(item["currentChange"])
+    assert sandbox.order(order_id)["lastChange"].startswith(item["currentChange"][:27])
 
 
 def test_read_items_stay_hidden_until_the_visibility_timeout_ends(sandbox: Sandbox, vtex: Vtex) -> None:
@@ -287,10 +270,19 @@ def test_commit_refuses_a_body_without_handles(vtex: Vtex, body: str) -> None:
     assert vtex.request("POST", "/api/orders/feed", data=body).status_code == 400
 
 
-@pytest.mark.parametrize("maxlot", [None, "0", "11", "abc", "-1"])
-def test_feed_read_needs_maxlot_between_1_and_10(vtex: Vtex, maxlot: str | None) -> None:
-    params = {} if maxlot is None else {"maxlot": maxlot}
-    assert vtex.request("GET", "/api/orders/feed", params=params).status_code == 400
+@pytest.mark.parametrize("maxlot", ["", "0", "11", "abc", "-1"])
+def test_feed_read_refuses_a_maxlot_outside_1_to_10(vtex: Vtex, maxlot: str) -> None:
+    assert vtex.request("GET", "/api/orders/feed", params={"maxlot": maxlot}).status_code == 400
+
+
+def test_feed_read_without_maxlot_returns_a_lot_of_10_like_vtexs_csharp_consumer_expects(
+    sandbox: Sandbox, vtex: Vtex
+) -> None:
+    sandbox.create_orders(12)
+
+    response = vtex.request("GET", "/api/orders/feed")
+
+    assert response.status_code == 200 and len(response.json()) == 10
 
 
 def test_feed_read_returns_at_most_maxlot_items(sandbox: Sandbox, vtex: Vtex) -> None:
@@ -423,9 +415,25 @@ def test_start_handling_answers_204_once_then_409_oms003(sandbox: Sandbox, vtex:
     assert second.json() == fixture("start-handling-409-not-ready-for-handling.json")
     assert sandbox.order(order_id)["status"] == "handling"
     assert sandbox.start_handling_calls == [(order_id, 204), (order_id, 409)]
-    [event] = vtex.read()
-    assert (event["state"], event["lastState"]) == ("handling", "ready-for-handling")
+    [event] = vtex.read()  # the default filter leaves start-handling out
+    assert (event["state"], event["lastState"]) == ("handling", "start-handling")
     assert vtex.start_handling("999-01").status_code == 404
+
+
+def test_start_handling_passes_through_start_handling_so_a_feed_filtered_on_it_fires(
+    sandbox: Sandbox, vtex: Vtex
+) -> None:
+    config = {"filter": {"type": "FromWorkflow", "status": ["start-handling", "handling"]}, "queue": QUEUE}
+    vtex.request("POST", "/api/orders/feed/config", json=config)
+    order_id = sandbox.create_order()
+
+    assert vtex.start_handling(order_id).status_code == 204
+
+    first, second = vtex.read()
+    assert [(e["state"], e["lastState"]) for e in (first, second)] == [("start-handling", "ready-for-handling"),
+                                                                      ("handling", "start-handling")]
+    assert second["lastChange"] == first["currentChange"] < second["currentChange"]
+    assert sandbox.order(order_id)["status"] == "handling"
 
 
 def test_cancel_moves_the_order_through_cancel_to_canceled(sandbox: Sandbox, vtex: Vtex) -> None:
@@ -754,13 +762,20 @@ def test_hook_config_is_refused_when_the_endpoint_is_unreachable(sandbox: Sandbo
     assert sandbox.hook_config is None
 
 
-@pytest.mark.parametrize("body", [
-    {"filter": FROM_WORKFLOW},
-    {"filter": FROM_WORKFLOW, "hook": {"headers": {}}},
-    {"filter": {"type": "FromOrders", "expression": "value > 1", "status": ["x"]}, "hook": {"url": "http://x"}},
+@pytest.mark.parametrize("body, status", [
+    ({"filter": FROM_WORKFLOW}, 400),
+    ({"filter": FROM_WORKFLOW, "hook": {"headers": {}}}, 400),
+    ({"filter": FROM_WORKFLOW, "hook": {"url": "http://127.0.0.1:9/x"}}, 400),  # the spec requires headers
+    ({"filter": FROM_WORKFLOW, "hook": {"url": "http://127.0.0.1:9/x", "headers": {"k": 1}}}, 400),
+    ({"filter": {"type": "FromWorkflow"}, "hook": {"url": "http://127.0.0.1:9/x", "headers": {}}}, 400),
+    ({"filter": {"type": "FromOrders", "expression": "value > 1", "status": ["x"]},
+      "hook": {"url": "http://127.0.0.1:9/x", "headers": {}}}, 409),
 ])
-def test_hook_config_validates_before_pinging(vtex: Vtex, body: dict[str, Any]) -> None:
-    assert vtex.request("POST", "/api/orders/hook/config", json=body).status_code in (400, 409)
+def test_hook_config_validates_before_pinging(vtex: Vtex, body: dict[str, Any], status: int) -> None:
+    response = vtex.request("POST", "/api/orders/hook/config", json=body)
+
+    assert response.status_code == status
+    assert "ping" not in response.json()["error"]["message"]
 
 
 # ---- control endpoints and HTTP details ---------------------------------------------------------------
@@ -798,6 +813,37 @@ def test_requests_are_recorded_with_lowercase_headers_and_body(sandbox: Sandbox,
 def test_unknown_paths_are_404(sandbox: Sandbox, vtex: Vtex) -> None:
     assert vtex.request("GET", "/api/nothing").status_code == 404
     assert requests.get(f"{sandbox.url}/elsewhere", timeout=5).status_code == 404
+    assert vtex.request("PUT", "/api/nothing").json()["error"]["code"] == "404"
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("PUT", "/api/orders/feed", "GET, POST"),
+    ("PATCH", "/api/orders/hook/config", "DELETE, GET, POST"),
+    ("DELETE", "/api/oms/pvt/orders/1-01", "GET"),
+    ("GET", "/api/oms/pvt/orders/1-01/start-handling", "POST"),
+    ("OPTIONS", "/api/orders/feed/config", "DELETE, GET, POST"),
+    ("PROPFIND", "/erp/orders", "GET, POST"),
+])
+def test_unsupported_methods_get_a_json_405_with_allow(sandbox: Sandbox, vtex: Vtex, method: str, path: str,
+                                                       allow: str) -> None:
+    response = vtex.request(method, path)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == allow
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "405"
+    assert sandbox.requests == []  # no route received it: probes are not API traffic
+
+
+def test_head_gets_the_405_headers_without_a_body_on_a_kept_alive_connection(sandbox: Sandbox) -> None:
+    host, port = sandbox.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    connection.request("HEAD", "/erp/orders")
+    head = connection.getresponse()
+    assert (head.status, head.getheader("Allow"), head.read()) == (405, "GET, POST", b"")
+    connection.request("GET", "/erp/orders")  # the same connection still reads the next answer cleanly
+    assert connection.getresponse().read() == b"[]"
+    connection.close()
 
 
 def test_keep_alive_connections_survive_many_requests(sandbox: Sandbox) -> None:

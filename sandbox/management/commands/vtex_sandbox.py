@@ -12,7 +12,8 @@ from sandbox.server import Sandbox
 
 class Command(BaseCommand):
     help = (
-        "Serve a fake VTEX Orders API (feed, get order, start-handling, cancel, hook config) and a fake ERP "
+        "Serve a fake VTEX Orders API (feed, get order, start-handling, cancel, hook config and hook "
+        "notifications) and a fake ERP "
         "at /erp/orders, for demos and benchmarks. The app key and token it prints are sandbox-only "
         "values, not real secrets."
     )
@@ -34,6 +35,13 @@ class Command(BaseCommand):
                             help="share of feed commits answered 503 (their items come back later)")
         parser.add_argument("--visibility-timeout", type=int, default=250,
                             help="seconds a read item stays hidden before VTEX shows it again")
+        parser.add_argument("--hook-drop-rate", type=float, default=0.0,
+                            help="share of hook notifications silently never sent (the feed must catch them)")
+        parser.add_argument("--hook-delay-ms", type=float, default=0.0, help="delay before each hook notification")
+        parser.add_argument("--hook-duplicate-rate", type=float, default=0.0,
+                            help="share of hook notifications sent twice")
+        parser.add_argument("--hook-retry-base", type=float, default=1.0,
+                            help="seconds before the first retry of a failed notification (then doubling, up to 60)")
         parser.add_argument("--app-key", default="vtexappkey-sandbox-HUB")
         parser.add_argument("--app-token", default="sandbox-token", help="sandbox-only token, safe to print")
         parser.add_argument("--account", default="sandbox")
@@ -48,6 +56,8 @@ class Command(BaseCommand):
             rate_limit_rate=options["rate_limit_rate"], retry_after_seconds=options["retry_after"] if options["retry_after"] >= 0 else None,
             broken_json_rate=options["broken_json_rate"], duplicate_rate=options["duplicate_rate"],
             commit_fault_rate=options["commit_fault_rate"], visibility_timeout=options["visibility_timeout"],
+            hook_drop_rate=options["hook_drop_rate"], hook_delay_ms=options["hook_delay_ms"],
+            hook_duplicate_rate=options["hook_duplicate_rate"], hook_retry_base_seconds=options["hook_retry_base"],
             seed=options["seed"],
         )
         sandbox.create_orders(options["orders"], status=options["order_status"])
