@@ -51,6 +51,7 @@ def store_visibilities(*, store_ids: Iterable[int] | None = None) -> dict[int, i
 
 
 def _uncommitted() -> QuerySet[FeedEvent]:
+    # Without a handle there is nothing to commit: hook events (and malformed items) are never owed to VTEX.
     return FeedEvent.objects.filter(committed_at__isnull=True).exclude(handle="")
 
 

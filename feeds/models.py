@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.validators import MaxLengthValidator
 from django.db import models
 from django.db.models import Q
@@ -9,6 +11,19 @@ from django.db.models import Q
 from integrationhub.crypto import EncryptedJSONField, EncryptedTextField
 
 APP_TOKEN_MAX_LENGTH = 500
+HOOK_SECRET_MAX_LENGTH = 500
+
+
+class OptionalEncryptedTextField(EncryptedTextField):
+    """An encrypted secret that may be unset: "" is stored as "" (not as ciphertext of nothing).
+
+    So check_secrets and rotate_secrets can skip unset values without a key, and counting them stays honest.
+    """
+
+    def get_prep_value(self, value: Any) -> Any:
+        if value == "":
+            return ""
+        return super().get_prep_value(value)
 
 
 class Store(models.Model):
@@ -28,6 +43,9 @@ class Store(models.Model):
     app_key = models.CharField(max_length=200)
     # Secret: encrypted at rest, never printed, logged or rendered back. The limit is on the plaintext.
     app_token = EncryptedTextField(validators=[MaxLengthValidator(APP_TOKEN_MAX_LENGTH)])
+    # Sent by VTEX in X-Hub-Hook-Token on every hook call (the hub sets it in the hook config): same care.
+    hook_secret = OptionalEncryptedTextField(blank=True, default="",
+                                             validators=[MaxLengthValidator(HOOK_SECRET_MAX_LENGTH)])
     enabled = models.BooleanField(default=True)
 
     # Health, written by the jobs.
@@ -148,6 +166,41 @@ class FeedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order_id or '?'} {self.state or '?'} ({self.get_outcome_display()})"
+
+
+class HookRejection(models.Model):
+    """How many hook calls were refused, per store and reason, for the dashboard. Nothing of the call is kept.
+
+    `store` is empty for calls to a store name the hub does not know: that name is the caller's text.
+    """
+
+    class Reason(models.TextChoices):
+        METHOD = "method", "Wrong method (405)"
+        UNKNOWN_STORE = "unknown_store", "Unknown store (404)"
+        DISABLED_STORE = "disabled_store", "Store disabled (404)"
+        NO_TOKEN = "no_token", "No hook token (401)"
+        WRONG_TOKEN = "wrong_token", "Wrong hook token (401)"
+        NO_SECRET = "no_secret", "Store has no hook secret (401)"
+        TOO_LARGE = "too_large", "Body too large (413)"
+        BAD_JSON = "bad_json", "Malformed JSON (400)"
+        BAD_SHAPE = "bad_shape", "Not a VTEX notification (400)"
+        WRONG_ORIGIN = "wrong_origin", "Origin is another account or appKey (403)"
+
+    store = models.ForeignKey(Store, null=True, blank=True, on_delete=models.CASCADE, related_name="hook_rejections")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    count = models.PositiveIntegerField(default=0)
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "reason"], name="hook_rejection_unique"),
+            # NULLs are distinct in a unique index: the row of unknown stores needs its own.
+            models.UniqueConstraint(fields=["reason"], condition=Q(store__isnull=True),
+                                    name="hook_rejection_unique_unknown"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.store or 'unknown store'}: {self.get_reason_display()} x{self.count}"
 
 
 class JobLease(models.Model):

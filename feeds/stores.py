@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -36,6 +37,7 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SECRET_PARAM_WORDS = frozenset({"key", "token", "secret", "password", "passwd", "pwd", "pass", "signature", "sig",
                                 "auth", "authorization", "credential", "credentials", "apikey", "jwt", "session"})
 SECRET_PARAM_PARTS = ("token", "secret", "passw", "apikey", "signature", "credential", "accesskey", "privatekey")
+HOOK_SECRET_MIN_LENGTH = 16  # the only credential of the hook endpoint: guessable ones are refused
 HEADER_HINT = "send it as an ERP header instead (--erp-header-env / --erp-header, or the admin's ERP headers field)"
 
 
@@ -173,6 +175,20 @@ def clean_app_token(value: Any) -> str:
     return _clean_credential(value, "app token")
 
 
+def clean_hook_secret(value: Any) -> str:
+    """The X-Hub-Hook-Token value VTEX will send: a header value, long enough not to be guessed."""
+    secret = _clean_credential(value, "hook secret")
+    if len(secret) < HOOK_SECRET_MIN_LENGTH:
+        raise ValidationError(f"hook secret must be at least {HOOK_SECRET_MIN_LENGTH} characters "
+                              "(or let the hub generate one: --generate-hook-secret)")
+    return secret
+
+
+def hook_secret_generate() -> str:
+    """A new hook secret: 32 random bytes, URL-safe (43 characters), fit for an HTTP header."""
+    return secrets.token_urlsafe(32)
+
+
 def clean_header(name: str, value: str) -> tuple[str, str]:
     """One ERP header; the message names the header, never its value."""
     name, value = name.strip(), value.strip()
@@ -210,6 +226,7 @@ def redact_url(url: str) -> str:
 STORE_CHECKS: dict[str, Callable[[Any], Any]] = {
     "name": clean_store_name, "account": clean_account, "environment": clean_environment,
     "base_url": clean_base_url, "app_key": clean_app_key, "app_token": clean_app_token,
+    "hook_secret": clean_hook_secret,
 }
 ERP_CHECKS: dict[str, Callable[[Any], Any]] = {
     "url": clean_erp_url, "timeout_seconds": clean_erp_timeout, "connector": clean_erp_connector,
@@ -272,6 +289,7 @@ def store_connect(
     base_url: str | None = None,
     erp_timeout: float | None = None,
     erp_connector: str | None = None,
+    hook_secret: str | None = None,
 ) -> ConnectResult:
     """Create or update a store and its ERP connection. None = keep (or the default, when creating).
 
@@ -282,7 +300,8 @@ def store_connect(
     store = Store.objects.select_for_update().filter(name=name).first()
     erp = ErpConnection.objects.filter(store=store).first() if store else None
     given_store = {k: v for k, v in {"account": account, "environment": environment, "base_url": base_url,
-                                     "app_key": app_key, "app_token": app_token}.items() if v is not None}
+                                     "app_key": app_key, "app_token": app_token,
+                                     "hook_secret": hook_secret}.items() if v is not None}
     given_erp = {k: v for k, v in {"url": erp_url, "headers": erp_headers, "timeout_seconds": erp_timeout,
                                    "connector": erp_connector}.items() if v is not None}
     changes = _Changes()
@@ -350,6 +369,8 @@ def secrets_check() -> SecretsReport:
     """Whether every stored secret decrypts with HUB_ENCRYPTION_KEYS: run at start-up, not found mid-dispatch."""
     report = SecretsReport()
     rows = [("app token", name, raw) for name, raw in _raw_rows(Store, "app_token", "name")]
+    # An unset hook secret is stored as "": nothing to decrypt.
+    rows += [("hook secret", name, raw) for name, raw in _raw_rows(Store, "hook_secret", "name") if raw]
     rows += [("ERP headers", name, raw) for name, raw in _raw_rows(ErpConnection, "headers", "store__name")]
     for what, name, raw in rows:
         report.checked += 1
@@ -366,8 +387,10 @@ def secrets_check() -> SecretsReport:
 def secrets_rotate() -> int:
     """Re-encrypt every stored secret with the newest key; returns how many values were rewritten."""
     rewritten = 0
-    for store in Store.objects.select_for_update().only("pk", "app_token"):
+    for store in Store.objects.select_for_update().only("pk", "app_token", "hook_secret"):
         rewritten += Store.objects.filter(pk=store.pk).update(app_token=store.app_token)
+        if store.hook_secret:
+            rewritten += Store.objects.filter(pk=store.pk).update(hook_secret=store.hook_secret)
     for erp in ErpConnection.objects.select_for_update().only("pk", "headers"):
         rewritten += ErpConnection.objects.filter(pk=erp.pk).update(headers=erp.headers)
     return rewritten

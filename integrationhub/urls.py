@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from feeds.hooks import hook_receive
 from orders.health import healthz
 
 admin.site.site_header = "VTEX Integration Hub"
@@ -12,4 +13,6 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),  # exempt from the HTTPS redirect (SECURE_REDIRECT_EXEMPT)
+    # Any name reaches the view, so an unknown one is counted as a refused hook call, not a bare 404.
+    path("hooks/vtex/<str:store_name>/", hook_receive, name="hook_receive"),
 ]

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from feeds.jobs import RUNNABLE, store_run_now
-from feeds.models import APP_TOKEN_MAX_LENGTH, ErpConnection, FeedConfig, Store
+from feeds.models import APP_TOKEN_MAX_LENGTH, HOOK_SECRET_MAX_LENGTH, ErpConnection, FeedConfig, Store
 from feeds.stores import ERP_CHECKS, STORE_CHECKS, clean_erp_headers, erp_values_clean, parse_header, store_values_clean
 from integrationhub.personal_data import PersonalDataAdminMixin, shown
 from orders.dashboard import Verdict, ago, health_annotate, verdict_of, when
@@ -35,16 +35,20 @@ def https_formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
 
 
 class StoreForm(forms.ModelForm):
-    """The app token is never rendered back: leave the field empty to keep the stored one."""
+    """The app token and the hook secret are never rendered back: leave a field empty to keep the stored one."""
 
     app_token = forms.CharField(
         required=False, strip=True, max_length=APP_TOKEN_MAX_LENGTH, widget=forms.PasswordInput(render_value=False),
         help_text="Write-only. Leave empty to keep the current token.",
     )
+    hook_secret = forms.CharField(
+        required=False, strip=True, max_length=HOOK_SECRET_MAX_LENGTH, widget=forms.PasswordInput(render_value=False),
+        help_text="Write-only. Leave empty to keep the current secret.",
+    )
 
     class Meta:
         model = Store
-        fields = ["name", "account", "environment", "base_url", "app_key", "app_token", "enabled"]
+        fields = ["name", "account", "environment", "base_url", "app_key", "app_token", "hook_secret", "enabled"]
         formfield_callback = https_formfield
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -56,6 +60,18 @@ class StoreForm(forms.ModelForm):
         else:
             help_text = "No token is set yet. Write-only: once saved, it is never shown."
         self.fields["app_token"].help_text = help_text
+        if self.instance.pk and self.instance.hook_secret:
+            self.fields["hook_secret"].help_text = (
+                "A secret is set (write-only: it is never shown). VTEX sends it in the X-Hub-Hook-Token header. "
+                "Leave empty to keep it; type one to replace it, then push the hook configuration again.")
+        else:
+            self.fields["hook_secret"].help_text = (
+                "No hook secret is set: the hook endpoint refuses every call. Write-only: once saved, it is never "
+                "shown (`manage.py connect_store NAME --generate-hook-secret` makes one).")
+
+    def clean_hook_secret(self) -> str:
+        # Empty keeps the stored one (or none); a new one is validated in clean() like connect_store's.
+        return self.cleaned_data.get("hook_secret", "") or (self.instance.hook_secret if self.instance.pk else "")
 
     def clean_app_token(self) -> str:
         token = self.cleaned_data.get("app_token", "")
@@ -64,7 +80,11 @@ class StoreForm(forms.ModelForm):
         return token or self.instance.app_token
 
     def clean(self) -> dict[str, Any]:
-        return _validated(self, super().clean(), store_values_clean, STORE_CHECKS)
+        cleaned = super().clean()
+        # No hook secret is allowed (the store then uses the feed only): check one only when there is one.
+        checks = STORE_CHECKS if cleaned.get("hook_secret") else {
+            name: check for name, check in STORE_CHECKS.items() if name != "hook_secret"}
+        return _validated(self, cleaned, store_values_clean, checks)
 
 
 class ErpConnectionForm(forms.ModelForm):
@@ -133,8 +153,8 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     list_filter = ["enabled", "feed_status"]
     search_fields = ["name", "account"]
     # Dates through display methods: the hub writes every moment one way (orders.dashboard.when).
-    readonly_fields = ["app_token_set", "feed_status", "feed_error_shown", "last_pull_shown", "last_dispatch_shown",
-                       "paused_until_shown", "created_shown", "updated_shown"]
+    readonly_fields = ["app_token_set", "hook_secret_set", "feed_status", "feed_error_shown", "last_pull_shown",
+                       "last_dispatch_shown", "paused_until_shown", "created_shown", "updated_shown"]
     exclude = ["feed_error", "last_pull_at", "last_dispatch_at", "vtex_paused_until", "created_at", "updated_at"]
 
     def get_queryset(self, request: HttpRequest) -> models.QuerySet:
@@ -147,8 +167,10 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
             # A read-only page prints model values as they are: the token must not be one of them.
             # It keeps app_token_set, labelled "App token" too, so either way the page has one such row.
             fields.remove("app_token")
+            fields.remove("hook_secret")
         else:
             fields.remove("app_token_set")  # the form field's help text says whether one is set
+            fields.remove("hook_secret_set")
         return fields
 
     @admin.display(description="Health")
@@ -196,6 +218,10 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     @admin.display(description="App token", boolean=True)
     def app_token_set(self, obj: Store) -> bool:
         return bool(obj.app_token)
+
+    @admin.display(description="Hook secret", boolean=True)
+    def hook_secret_set(self, obj: Store) -> bool:
+        return bool(obj.hook_secret)
 
     def get_urls(self) -> list:
         run = self.admin_site.admin_view(self.run_view)

@@ -4,19 +4,24 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from feeds.stores import parse_header, redact_url, store_connect
+from feeds.store_checks import StoreCheck, StoreCheckFailed, store_connect_checked
+from feeds.stores import hook_secret_generate, parse_header, redact_url
 
 TOKEN_ENV = "VTEX_APP_TOKEN"
+HOOK_SECRET_ENV = "HUB_HOOK_SECRET"
 # Error keys from store_connect -> the option a user typed.
 OPTIONS = {"name": "name", "account": "--account", "environment": "--environment", "base_url": "--base-url",
            "app_key": "--app-key", "app_token": "--app-token", "erp_url": "--erp-url", "erp_headers": "--erp-header",
-           "erp_timeout_seconds": "--erp-timeout", "erp_connector": "--erp-connector"}
+           "erp_timeout_seconds": "--erp-timeout", "erp_connector": "--erp-connector", "hook_secret": "--hook-secret"}
 
 
 class Command(BaseCommand):
     help = (f"Create or update a VTEX store connection and its ERP connection; an update changes only the options "
             f"given. Secrets stay off the command line: the app token comes from --app-token-env (${TOKEN_ENV}) or "
-            "--app-token-stdin, ERP header values from --erp-header-env. Running it twice changes nothing.")
+            "--app-token-stdin, ERP header values from --erp-header-env, the hook secret from --hook-secret-env "
+            f"(${HOOK_SECRET_ENV}), --hook-secret-stdin or --generate-hook-secret. Before saving it checks the VTEX "
+            "credentials (a read of the feed configuration) and that the ERP URL answers (HEAD); a refused token "
+            "or an unreachable host saves nothing (--no-check skips both). Running it twice changes nothing.")
     stealth_options = ("stdin",)  # call_command(..., stdin=StringIO(...)) in tests
 
     def add_arguments(self, parser) -> None:
@@ -28,6 +33,14 @@ class Command(BaseCommand):
                            help=f"read the app token from this environment variable (default ${TOKEN_ENV})")
         token.add_argument("--app-token-stdin", action="store_true", help="read the app token from standard input")
         token.add_argument("--app-token", help=f"for scripts only: visible in `ps` and shell history; prefer ${TOKEN_ENV}")
+        hook = parser.add_mutually_exclusive_group()
+        hook.add_argument("--hook-secret-env", nargs="?", const=HOOK_SECRET_ENV, metavar="ENV_VAR",
+                          help=f"read the hook secret (VTEX sends it in X-Hub-Hook-Token) from this environment "
+                               f"variable (default ${HOOK_SECRET_ENV})")
+        hook.add_argument("--hook-secret-stdin", action="store_true", help="read the hook secret from standard input")
+        hook.add_argument("--hook-secret", help=f"for scripts only: visible in `ps`; prefer ${HOOK_SECRET_ENV}")
+        hook.add_argument("--generate-hook-secret", action="store_true",
+                          help="store a new random hook secret (never printed: `hook_config push` sends it to VTEX)")
         parser.add_argument("--environment", help="default vtexcommercestable")
         parser.add_argument("--base-url", help="override https://{account}.{environment}.com.br (https, or http on loopback)")
         parser.add_argument("--erp-url", help="required for a new store")
@@ -38,16 +51,29 @@ class Command(BaseCommand):
                                  "Any header option replaces all stored headers; none keeps them")
         parser.add_argument("--erp-timeout", type=float, help="seconds, more than 0 and at most 120 (default 20)")
         parser.add_argument("--erp-connector", help="a dotted path listed in HUB_ERP_CONNECTORS")
+        parser.add_argument("--no-check", action="store_true",
+                            help="save without checking the VTEX credentials and the ERP URL (e.g. VTEX or the ERP "
+                                 "is not reachable from this machine yet)")
 
     def handle(self, *args, **o) -> None:
+        if o["app_token_stdin"] and o["hook_secret_stdin"]:
+            raise CommandError("--app-token-stdin and --hook-secret-stdin: only one secret can come from standard "
+                               "input per run (give the other with --app-token-env / --hook-secret-env)")
         try:
-            result = store_connect(
+            checked = store_connect_checked(
+                check=not o["no_check"], report=self._report,
                 name=o["name"], account=o["account"], app_key=o["app_key"], app_token=self._app_token(o),
                 environment=o["environment"], base_url=o["base_url"], erp_url=o["erp_url"],
                 erp_headers=self._headers(o), erp_timeout=o["erp_timeout"], erp_connector=o["erp_connector"],
+                hook_secret=self._hook_secret(o),
             )
         except ValidationError as exc:
             raise CommandError(_describe(exc)) from None
+        except StoreCheckFailed as exc:
+            failed = " and ".join(check.subject for check in exc.checks if check.failed)
+            raise CommandError(f"nothing was saved: the {failed} check failed (see above). Fix it, or add --no-check "
+                               "to save without checking.") from None
+        result = checked.result
         store = result.store
         if result.created:
             verb = "created"
@@ -57,7 +83,16 @@ class Command(BaseCommand):
             verb = "unchanged"
         self.stdout.write(f"store {store.name} {verb}: account {store.account}, VTEX {redact_url(store.vtex_base_url)}, "
                           f"app key {store.app_key}, app token set (hidden), ERP {redact_url(store.erp.url)}, "
-                          f"ERP headers: {', '.join(sorted(store.erp.headers)) or 'none'} (values hidden)")
+                          f"ERP headers: {', '.join(sorted(store.erp.headers)) or 'none'} (values hidden), "
+                          f"hook secret {'set (hidden)' if store.hook_secret else 'not set'}")
+        if o["generate_hook_secret"]:
+            # Never printed: the hub itself puts it in the hook configuration it pushes to VTEX.
+            self.stdout.write(f"hook secret generated (stored encrypted); send it to VTEX with "
+                              f"`manage.py hook_config push {store.name}`")
+
+    def _report(self, check: StoreCheck) -> None:
+        style = {"ok": self.style.SUCCESS, "warning": self.style.WARNING}.get(check.verdict, self.style.ERROR)
+        self.stdout.write(check.line, style)
 
     def _app_token(self, o: dict) -> str | None:
         """From the one source named; None (no token option) keeps the stored token.
@@ -74,6 +109,22 @@ class Command(BaseCommand):
             value = os.environ.get(variable, "").strip()
             if not value:
                 raise CommandError(f"--app-token-env: the environment variable {variable} is not set")
+            return value
+        return None
+
+    def _hook_secret(self, o: dict) -> str | None:
+        """Like the app token: from the one source named, or generated; None keeps the stored secret."""
+        if o["generate_hook_secret"]:
+            return hook_secret_generate()
+        if o["hook_secret"] is not None:
+            return o["hook_secret"]
+        if o["hook_secret_stdin"]:
+            stdin = o.get("stdin") or sys.stdin
+            return stdin.readline().strip()
+        if variable := o["hook_secret_env"]:
+            value = os.environ.get(variable, "").strip()
+            if not value:
+                raise CommandError(f"--hook-secret-env: the environment variable {variable} is not set")
             return value
         return None
 
