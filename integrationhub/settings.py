@@ -29,6 +29,24 @@ def _required(*names: str) -> None:
 # No default key, not even for DEBUG: a known key signs sessions anyone could forge. `make run` writes one into .env.
 # HUB_ENCRYPTION_KEYS (read below) is checked here too, so its absence is this one line rather than a traceback.
 _required("DJANGO_SECRET_KEY", *([] if DEBUG else ["DJANGO_ALLOWED_HOSTS"]), "HUB_ENCRYPTION_KEYS")
+
+
+def _fernet_keys_check() -> None:
+    """A malformed key is one line here too: found later, in feeds' ready(), it was a 40-line traceback."""
+    from cryptography.fernet import Fernet
+
+    keys = [key.strip() for key in env.list("HUB_ENCRYPTION_KEYS", default=[]) if key.strip()]
+    for number, key in enumerate(keys, 1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            # Never echo the key: it is the secret. Its position is enough to find it.
+            sys.exit(f"HUB_ENCRYPTION_KEYS holds a malformed key (key {number} of {len(keys)}): each must be 32 "
+                     "url-safe base64-encoded bytes; generate one with `python3 -c \"from cryptography.fernet "
+                     "import Fernet; print(Fernet.generate_key().decode())\"` (.env.example).")
+
+
+_fernet_keys_check()
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 # Full origins (https://hub.example.com) a POST may come from when the proxy's host differs from the Host header.
@@ -131,6 +149,7 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
+FORMAT_MODULE_PATH = ["integrationhub.formats"]  # "2026-11-28 14:03:07 UTC" on every page
 USE_TZ = True
 
 STATIC_URL = "static/"
@@ -173,6 +192,8 @@ HUB_CLAIM_SECONDS = env.float("HUB_CLAIM_SECONDS", default=300.0)  # a crashed w
 HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
 # The only ERP connector classes a store may name (the admin and connect_store refuse any other path).
 HUB_ERP_CONNECTORS = env.list("HUB_ERP_CONNECTORS", default=["orders.erp.HttpErpConnector"])
+# The hub's public https address: VTEX's order hook calls HUB_PUBLIC_URL/hooks/vtex/<store>/. Empty: no hook push.
+HUB_PUBLIC_URL = env("HUB_PUBLIC_URL", default="")
 
 Q_CLUSTER = {
     "name": "integrationhub",
