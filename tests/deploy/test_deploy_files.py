@@ -14,7 +14,8 @@ from cryptography.fernet import Fernet
 
 from tests.db_url import subprocess_database_url
 from tests.deploy.conftest import ROOT, manage
-from tests.deploy.test_serve import _descendants, _free_port, _get
+from tests.deploy.test_serve import _free_port, _get
+from tests.processes import descendants
 
 UNITS = ["integrationhub-web.service", "integrationhub-qcluster.service"]
 
@@ -93,9 +94,9 @@ def test_the_procfile_worker_starts_the_job_cluster(production_env):
     try:
         # qcluster forks its sentinel, monitor, pusher and workers once it runs.
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and worker.poll() is None and len(_descendants(worker.pid)) < 3:
+        while time.monotonic() < deadline and worker.poll() is None and len(descendants(worker.pid)) < 3:
             time.sleep(0.5)
-        running = worker.poll() is None and len(_descendants(worker.pid)) >= 3
+        running = worker.poll() is None and len(descendants(worker.pid)) >= 3
     finally:
         _stop_group(worker)
     output = worker.stdout.read().decode()

@@ -21,6 +21,7 @@ from orders.models import OrderSync
 from tests.conftest import TOKEN
 from tests.db_url import subprocess_database_url
 from tests.deploy.conftest import ROOT
+from tests.processes import alive, descendants
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HTTPS = {"X-Forwarded-Proto": "https"}  # what the TLS proxy in front adds
@@ -49,28 +50,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _descendants(root: int) -> set[int]:
-    """Every process below `root`, read from /proc (parent links), whatever session it moved to."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def _wait_for(what: str, check, timeout: float, log: Path):
@@ -109,7 +90,7 @@ def serving(production_env, sandbox, transactional_db, tmp_path):
         yield make, url, log
     finally:
         if make.poll() is None:  # the test failed before its own SIGTERM: leave nothing behind
-            for pid in _descendants(make.pid):
+            for pid in descendants(make.pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -149,14 +130,14 @@ def test_make_serve_serves_the_admin_static_files_health_and_jobs_then_stops_on_
     assert [store["name"] for store in report["stores"]] == ["acme"]
 
     # SIGTERM to make: make passes it on, bin/serve stops gunicorn and the cluster, nothing is left.
-    processes = _descendants(make.pid)
+    processes = descendants(make.pid)
     assert len(processes) >= 5, processes  # bin/serve, gunicorn + 2 workers, qcluster + its workers
     make.send_signal(signal.SIGTERM)
     make.wait(timeout=40)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(pid) for pid in processes):
+    while time.monotonic() < deadline and any(alive(pid) for pid in processes):
         time.sleep(0.2)
-    assert not [pid for pid in processes if _alive(pid)], log.read_text()[-3000:]
+    assert not [pid for pid in processes if alive(pid)], log.read_text()[-3000:]
     assert "Stopping the web server and the job cluster" in log.read_text()
     with pytest.raises(OSError):
         _get(f"{url}/healthz")  # the port is closed
@@ -176,7 +157,7 @@ def test_make_serve_fails_and_stops_the_job_cluster_when_the_web_server_cannot_s
         seen: dict[int, str] = {}
         deadline = time.monotonic() + 120
         while make.poll() is None and time.monotonic() < deadline:
-            for pid in _descendants(make.pid) - set(seen):  # qcluster and its workers, while they live
+            for pid in descendants(make.pid) - set(seen):  # qcluster and its workers, while they live
                 try:
                     seen[pid] = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
                 except OSError:
@@ -190,4 +171,4 @@ def test_make_serve_fails_and_stops_the_job_cluster_when_the_web_server_cannot_s
     assert "Connection in use" in output or "Address already in use" in output, output
     assert any("manage.py qcluster" in command for command in seen.values()), seen  # it had started
     time.sleep(1)
-    assert not [pid for pid in seen if _alive(pid)], output
+    assert not [pid for pid in seen if alive(pid)], output

@@ -18,6 +18,7 @@ from django.core.management import CommandError, call_command
 from feeds.models import ErpConnection, Store
 from orders.models import OrderSync
 from tests.conftest import TOKEN
+from tests.processes import alive, children
 from tests.db_url import subprocess_database_url
 from tests.helpers import keys_by_order
 
@@ -42,26 +43,8 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (read from /proc, which every Linux kernel has)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def _connect_args(sandbox, token: str = TOKEN) -> list[str]:
@@ -179,11 +162,11 @@ def test_a_sync_killed_mid_run_then_rerun_loses_nothing_and_doubles_nothing(sand
     deadline = time.monotonic() + 60
     while len(sandbox.erp_deliveries) < 40 and time.monotonic() < deadline:
         time.sleep(0.02)
-    readers = _children(proc.pid)  # `sync` reads the feed in a child process
+    readers = children(proc.pid)  # `sync` reads the feed in a child process
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     time.sleep(0.5)
-    assert readers and not [pid for pid in readers if _alive(pid)], "the reader outlived sync"
+    assert readers and not [pid for pid in readers if alive(pid)], "the reader outlived sync"
     delivered_before = len(sandbox.erp_deliveries)
     assert 40 <= delivered_before < 120, "the kill must land in the middle of the run"
     assert OrderSync.objects.exclude(state="handling_started").exists()

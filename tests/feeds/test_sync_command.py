@@ -24,7 +24,8 @@ from feeds.services import feeds_pull
 from feeds.stores import store_connect
 from orders.models import OrderSync
 from tests.conftest import TOKEN
-from tests.feeds.test_commands import ROOT, _alive, _children, _env, _manage
+from tests.feeds.test_commands import ROOT, _env, _manage
+from tests.processes import alive, children
 from tests.helpers import keys_by_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -214,7 +215,7 @@ def test_ctrl_c_finishes_the_orders_in_hand_releases_everything_and_a_new_sync_f
         deadline = time.monotonic() + 60
         while len(sandbox.erp_deliveries) < 15 and time.monotonic() < deadline:
             time.sleep(0.02)
-        readers = _children(proc.pid)
+        readers = children(proc.pid)
         proc.send_signal(signal.SIGINT)
         signalled = time.monotonic()
         proc.wait(timeout=60)
@@ -225,7 +226,7 @@ def test_ctrl_c_finishes_the_orders_in_hand_releases_everything_and_a_new_sync_f
     assert proc.returncode == 1, output
     assert re.search(r"stopping: finishing the orders in hand \(up to \d+ s\)…", output), output
     assert "stopped before idle" in output
-    assert readers and not [pid for pid in readers if _alive(pid)], "the feed reader outlived sync"
+    assert readers and not [pid for pid in readers if alive(pid)], "the feed reader outlived sync"
     assert not JobLease.objects.filter(held_until__isnull=False).exists(), "a feed lease is still held"
     assert not OrderSync.objects.exclude(claim_token="").exists(), "an order is still claimed"
     assert not OrderSync.objects.filter(claimed_until__isnull=False).exists()

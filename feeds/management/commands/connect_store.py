@@ -95,36 +95,27 @@ class Command(BaseCommand):
         self.stdout.write(check.line, style)
 
     def _app_token(self, o: dict) -> str | None:
-        """From the one source named; None (no token option) keeps the stored token.
+        return self._secret(o, "app_token")
+
+    def _hook_secret(self, o: dict) -> str | None:
+        return hook_secret_generate() if o["generate_hook_secret"] else self._secret(o, "hook_secret")
+
+    def _secret(self, o: dict, name: str) -> str | None:
+        """From the one source named (--NAME, --NAME-stdin, --NAME-env); None keeps the stored secret.
 
         The environment is read only when asked: a VTEX_APP_TOKEN left in a shell must not silently
         replace the token of whichever store is updated next.
         """
-        if o["app_token"] is not None:
-            return o["app_token"]
-        if o["app_token_stdin"]:
+        if o[name] is not None:
+            return o[name]
+        if o[f"{name}_stdin"]:
             stdin = o.get("stdin") or sys.stdin
             return stdin.readline().strip()
-        if variable := o["app_token_env"]:
+        if variable := o[f"{name}_env"]:
             value = os.environ.get(variable, "").strip()
             if not value:
-                raise CommandError(f"--app-token-env: the environment variable {variable} is not set")
-            return value
-        return None
-
-    def _hook_secret(self, o: dict) -> str | None:
-        """Like the app token: from the one source named, or generated; None keeps the stored secret."""
-        if o["generate_hook_secret"]:
-            return hook_secret_generate()
-        if o["hook_secret"] is not None:
-            return o["hook_secret"]
-        if o["hook_secret_stdin"]:
-            stdin = o.get("stdin") or sys.stdin
-            return stdin.readline().strip()
-        if variable := o["hook_secret_env"]:
-            value = os.environ.get(variable, "").strip()
-            if not value:
-                raise CommandError(f"--hook-secret-env: the environment variable {variable} is not set")
+                option = "--" + name.replace("_", "-") + "-env"
+                raise CommandError(f"{option}: the environment variable {variable} is not set")
             return value
         return None
 
