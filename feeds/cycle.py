@@ -330,8 +330,9 @@ def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None, s
             continue  # this round's errors came from the store now left out: look again without it
         # Idle only when a whole round read nothing and worked no order: start-handling itself adds events to
         # the feed, maybe after the round's last read.
+        # A round cut short by the deadline may have read nothing because it had no time to: that is a timeout.
         if (report.read == 0 and not dispatched.processed and not report.errors and not report.stores_busy
-                and not result.owed and not work_pending(store_ids=work_ids)):
+                and not result.owed and time.monotonic() < deadline and not work_pending(store_ids=work_ids)):
             result.idle = not watch.given_up
             break
         if report.errors or report.stores_busy or (result.owed and not report.read):
