@@ -1,11 +1,14 @@
-"""ERP sync state per order, and the log of every step tried for it (the order's timeline)."""
+"""ERP sync state per order, the log of every step tried for it (the timeline), and alerts with their channels."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from django.db import models
 from django.db.models import Q
 
 from feeds.models import Store
+from integrationhub.crypto import EncryptedTextField
 
 
 class OrderSync(models.Model):
@@ -42,6 +45,9 @@ class OrderSync(models.Model):
     first_event_at = models.DateTimeField(null=True, blank=True, help_text="When VTEX says the first event happened")
     claim_token = models.CharField(max_length=40, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Which process holds the claim ("host:pid:pid-namespace", as feeds.leases writes lease holders), so a
+    # claim of a process that died on this host is freed at once instead of after HUB_CLAIM_SECONDS.
+    claimed_by = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -56,6 +62,7 @@ class OrderSync(models.Model):
             models.UniqueConstraint(fields=["store", "order_id"], name="order_sync_unique_order"),
         ]
         indexes = [
+            models.Index(fields=["claimed_by"], name="order_sync_claimed_by", condition=~Q(claimed_by="")),
             # The dispatcher's query: due work, oldest first.
             models.Index(
                 fields=["next_attempt_at"],
@@ -114,3 +121,72 @@ class SyncAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_step_display()}: {self.get_outcome_display()}"
+
+
+class AlertChannel(models.Model):
+    """Where alerts go: an e-mail address or a webhook (JSON POST, Slack-compatible), for one store or all."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "E-mail"
+        WEBHOOK = "webhook", "Webhook"
+
+    store = models.ForeignKey(Store, null=True, blank=True, on_delete=models.CASCADE, related_name="alert_channels",
+                              help_text="Empty: alerts of every store")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # A webhook URL often carries its credential in the path (Slack, Teams): encrypted, and shown as its host only.
+    target = EncryptedTextField(help_text="An e-mail address, or the webhook's URL")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["store__name", "kind", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.target_shown}"
+
+    @property
+    def target_shown(self) -> str:
+        """The address for e-mail; the host alone for a webhook (its path and query may hold a secret)."""
+        if self.kind == self.Kind.EMAIL:
+            return self.target
+        return urlsplit(self.target or "").hostname or "?"
+
+
+class Alert(models.Model):
+    """One incident of one health signal of one store, from its first message to its "resolved" (the history)."""
+
+    class Kind(models.TextChoices):
+        RETENTION = "retention", "Feed events near VTEX's retention"
+        JOBS = "jobs", "Jobs late, down or blocked"
+        NEEDS_ATTENTION = "needs_attention", "Needs-attention orders growing"
+        ERP_FAILING = "erp_failing", "ERP failing"
+
+    class Severity(models.TextChoices):
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    class State(models.TextChoices):
+        FIRING = "firing", "Firing"
+        RESOLVED = "resolved", "Resolved"
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    message = models.TextField(help_text="The hub's own words: never an ERP or VTEX answer")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.FIRING)
+    first_at = models.DateTimeField()
+    last_sent_at = models.DateTimeField(null=True, blank=True, help_text="Last message delivered to a channel")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    deliveries = models.PositiveIntegerField(default=0, help_text="Messages delivered, over every channel")
+    last_delivery_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-first_at", "-pk"]
+        constraints = [
+            # One open incident per store and signal: two evaluations at once cannot both open one.
+            models.UniqueConstraint(fields=["store", "kind"], condition=Q(state="firing"), name="alert_one_firing"),
+        ]
+        indexes = [models.Index(fields=["state"], name="alert_state")]
+
+    def __str__(self) -> str:
+        return f"{self.store}: {self.get_kind_display()} ({self.get_state_display()})"

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from feeds.models import Store
 from orders.models import OrderSync
-from orders.services.process import order_process
+from orders.services.process import claims_release_dead_local, order_process
 
 log = logging.getLogger("hub.dispatch")
 
@@ -102,6 +102,7 @@ def orders_dispatch(
     store_ids = list(store_ids) if store_ids is not None else None
     concurrency = max(1, concurrency or settings.HUB_DISPATCH_CONCURRENCY)
     report = DispatchReport()
+    claims_release_dead_local()  # a dead process's orders are worked now, not after HUB_CLAIM_SECONDS
     work: queue.Queue[int | None] = queue.Queue()
     in_flight: set[int] = set()
     lock = threading.Lock()

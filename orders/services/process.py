@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import Case, DateTimeField, Q, Value, When
 from django.utils import timezone
 
+from feeds.leases import holder_is_gone, lease_holder_id
 from feeds.models import ErpConnection, Store
 from feeds.vtex.client import Call, OrderDocument, VtexClient, VtexError, VtexUnavailable
 from integrationhub.personal_data import mask_text
@@ -100,8 +101,25 @@ def order_claim(*, sync_id: int, due_only: bool = True) -> str | None:
     rows = OrderSync.objects.filter(pk=sync_id).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     if due_only:
         rows = rows.filter(next_attempt_at__lte=now)
-    claimed = rows.update(claim_token=token, claimed_until=now + timedelta(seconds=settings.HUB_CLAIM_SECONDS))
+    claimed = rows.update(claim_token=token, claimed_until=now + timedelta(seconds=settings.HUB_CLAIM_SECONDS),
+                          claimed_by=lease_holder_id())
     return token if claimed == 1 else None
+
+
+def claims_release_dead_local() -> int:
+    """Free the claims of processes of this host that no longer exist (a SIGKILL, a crash, a hard stop).
+
+    The same rule as the job leases (feeds.leases.holder_is_gone): only when certain the holder is gone.
+    A claim of another host or of a live process waits for its expiry, as before.
+    """
+    released = 0
+    for holder in OrderSync.objects.exclude(claimed_by="").values_list("claimed_by", flat=True).distinct():
+        if holder_is_gone(holder):
+            released += OrderSync.objects.filter(claimed_by=holder).update(claim_token="", claimed_until=None,
+                                                                           claimed_by="")
+    if released:
+        log.warning("released %d order claim(s) of processes of this host that no longer exist", released)
+    return released
 
 
 def has_work(sync: OrderSync) -> bool:
@@ -156,7 +174,7 @@ class OrderRun:
         values: dict[str, Any] = {**fields, "updated_at": now}
         if release:
             values.update(next_attempt_at=retry_at or self._next_attempt(fields, now), claim_token="",
-                          claimed_until=None)
+                          claimed_until=None, claimed_by="")
         with transaction.atomic():
             # One conditional UPDATE: it both checks the claim and writes.
             if not OrderSync.objects.filter(pk=self.sync_id, claim_token=self.token).update(**values):

@@ -81,7 +81,7 @@ def order_act(*, sync_id: int, action: str, by: str, reason: str = "") -> str:
     if token is None:
         raise ActionRefused(f"{sync.order_id}: a worker is on this order right now; try again in a few seconds")
     now = timezone.now()
-    fields: dict = {"claim_token": "", "claimed_until": None, "updated_at": now}
+    fields: dict = {"claim_token": "", "claimed_until": None, "claimed_by": "", "updated_at": now}
     message = f"{ACTIONS[action].label} requested by {by}"
     task: tuple | None = None
     if action == "retry":

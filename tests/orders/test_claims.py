@@ -1,0 +1,86 @@
+"""Order claims of a process that died on this host are freed at once, not after HUB_CLAIM_SECONDS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from feeds.leases import lease_holder_id
+from orders.models import OrderSync
+from orders.services.process import claims_release_dead_local, order_claim
+from tests.feeds.test_commands import ROOT, _connect_args, _env, _manage
+from tests.helpers import keys_by_order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid  # reaped: no process has it now
+
+
+def claimed(store, order_id: str, holder: str) -> OrderSync:
+    return OrderSync.objects.create(store=store, order_id=order_id, claim_token="t-" + order_id, claimed_by=holder,
+                                    claimed_until=timezone.now() + timedelta(seconds=300),
+                                    next_attempt_at=timezone.now())
+
+
+def test_only_claims_of_processes_of_this_host_that_are_gone_are_freed(store):
+    host, _, namespace = lease_holder_id().split(":")
+    dead = claimed(store, "dead-01", f"{host}:{dead_pid()}:{namespace}")
+    live = claimed(store, "live-01", f"{host}:{os.getppid()}:{namespace}")
+    elsewhere = claimed(store, "other-01", f"other-host:{dead_pid()}:{namespace}")
+    out = StringIO()
+
+    call_command("release_local_holds", stdout=out)
+
+    dead.refresh_from_db(), live.refresh_from_db(), elsewhere.refresh_from_db()
+    assert (dead.claim_token, dead.claimed_until, dead.claimed_by) == ("", None, "")
+    assert live.claimed_until is not None and elsewhere.claimed_until is not None
+    assert "Released 1 order claim(s) of stopped processes" in out.getvalue()
+    assert claims_release_dead_local() == 0  # nothing left to free
+
+
+def test_a_claim_records_its_holder_and_a_release_clears_it(store):
+    sync = OrderSync.objects.create(store=store, order_id="v1-01", next_attempt_at=timezone.now())
+
+    assert order_claim(sync_id=sync.pk) is not None
+    assert OrderSync.objects.get(pk=sync.pk).claimed_by == lease_holder_id()
+    assert claims_release_dead_local() == 0  # our own claim: we are alive
+
+
+def test_after_a_sigkill_the_next_sync_works_the_dead_process_orders_at_once(sandbox, transactional_db):
+    assert _manage(*_connect_args(sandbox)).returncode == 0
+    sandbox.latency_ms = 15
+    order_ids = sandbox.create_orders(80)
+    # The default claim time (300 s): finishing well within it shows nothing waited for an expiry.
+    proc = subprocess.Popen([sys.executable, "manage.py", "sync", "--timeout", "120"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not OrderSync.objects.exclude(claimed_by="").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    held = OrderSync.objects.filter(claimed_by__endswith=f":{proc.pid}:" + lease_holder_id().split(":")[2])
+    assert held.exists(), "the kill must land while the sync holds orders"
+    sandbox.make_all_visible()  # the feed items it read but did not commit (VTEX's visibility timeout)
+
+    started = time.monotonic()
+    result = _manage("sync", "--timeout", "100")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 100
+    assert dict(OrderSync.objects.values_list("order_id", "state")) == {o: "handling_started" for o in order_ids}
+    assert all(len(k) == 1 for k in keys_by_order(sandbox).values())
+    assert Counter(o for o, status in sandbox.start_handling_calls if status == 204) == {o: 1 for o in order_ids}
