@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django_q.models import Schedule
 
 # name -> (task, every N minutes). pull_feeds and dispatch_orders queue their own next run (continuous=True);
@@ -11,17 +12,29 @@ SCHEDULES: dict[str, tuple[str, int]] = {
     "dispatch_orders": ("orders.tasks.dispatch_orders", 1),
     # VTEX's queue figures are approximate and only shown on the dashboard: every 5 minutes is enough.
     "refresh_queue_status": ("feeds.tasks.refresh_queue_status", 5),
+    # A safety net on VTEX's List orders, which VTEX asks to use sparingly: every 15 minutes by default.
+    "reconcile_orders": ("orders.tasks.reconcile_orders", 15),
+    # Alerts compare the health signals with what staff were told; a quiet period limits the messages.
+    "evaluate_alerts": ("orders.tasks.evaluate_alerts", 1),
 }
 
 
+# Intervals staff may set in the environment (the setting's name), read each time setup_schedules runs.
+INTERVAL_SETTINGS = {"reconcile_orders": "HUB_RECONCILE_MINUTES"}
 CHAINED = {"pull_feeds", "dispatch_orders"}
 CHAINED_KWARGS = "{'continuous': True}"  # django-q2 evaluates the kwargs text as a Python literal
+
+
+def schedule_minutes(name: str, *, default: int) -> int:
+    setting = INTERVAL_SETTINGS.get(name)
+    return max(1, int(getattr(settings, setting, default))) if setting else default
 
 
 def schedules_setup() -> list[str]:
     """Create or update every schedule by name (running it twice changes nothing); returns what it created."""
     created = []
     for name, (func, minutes) in SCHEDULES.items():
+        minutes = schedule_minutes(name, default=minutes)
         _, was_created = Schedule.objects.update_or_create(
             name=name,
             defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1,

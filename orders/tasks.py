@@ -9,6 +9,7 @@ from django.conf import settings
 from feeds.job_control import schedule_paused
 from feeds.jobs import job_continue
 from feeds.leases import lease_release, lease_take
+from orders.alerts import alerts_evaluate
 from orders.services.dispatch import orders_dispatch
 from orders.services.process import order_process
 
@@ -43,3 +44,26 @@ def process_order(sync_id: int, by: str) -> str:
 def resend_order(sync_id: int, by: str) -> str:
     """Staff's "resend to ERP", with the order's usual Idempotency-Key."""
     return str(order_process(sync_id=sync_id, by=by, due_only=False, resend=True))
+
+
+def reconcile_orders() -> str:
+    """Every HUB_RECONCILE_MINUTES: queue the ready-for-handling orders VTEX lists and no event brought."""
+    # Imported here so that this task stays one self-contained block at the end of the module.
+    from orders.services.reconcile import orders_reconcile
+
+    return orders_reconcile().summary()
+
+
+ALERTS_LEASE = "evaluate_alerts"
+ALERTS_LEASE_SECONDS = 120.0  # longer than one run, webhook timeouts included; a crashed run frees it by itself
+
+
+def evaluate_alerts() -> str:
+    """Compare the health signals with the open alerts and send what is due (every minute)."""
+    # Two runs at once (a late one and the next) would both see a new signal and both send "firing".
+    if not lease_take(name=ALERTS_LEASE, seconds=ALERTS_LEASE_SECONDS):
+        return "another alert evaluation is running"
+    try:
+        return alerts_evaluate().summary()
+    finally:
+        lease_release(names=[ALERTS_LEASE])

@@ -1,10 +1,14 @@
-"""Order documents shaped like VTEX's Get order answer, with varied but consistent fake data."""
+"""Order documents shaped like VTEX's Get order answer, with varied but consistent fake data, and List orders."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +95,30 @@ class OrderRecord:
             doc["invoicedDate"] = iso_offset(now)
         self.last_change = now
         self._json = None
+
+    def list_item(self) -> dict[str, Any]:
+        """The order as a row of List orders: VTEX's example shape, `items` null and no `lastChange`."""
+        doc = self.doc
+        profile = doc.get("clientProfileData") or {}
+        payments = [payment.get("paymentSystemName") or "" for transaction in doc["paymentData"]["transactions"]
+                    for payment in transaction["payments"]]
+        logistics = doc["shippingData"]["logisticsInfo"]
+        return {
+            "orderId": self.order_id, "creationDate": doc["creationDate"],
+            "clientName": f"{profile.get('firstName', '')} {profile.get('lastName', '')}".strip(), "items": None,
+            "totalValue": doc["value"], "paymentNames": ", ".join(payments), "status": doc["status"],
+            "statusDescription": doc["statusDescription"], "marketPlaceOrderId": doc.get("marketplaceOrderId") or None,
+            "sequence": doc["sequence"], "salesChannel": str(doc.get("salesChannel") or "1"),
+            "affiliateId": doc.get("affiliateId") or "", "origin": doc.get("origin") or "Marketplace",
+            "workflowInErrorState": bool(doc.get("workflowIsInError")), "workflowInRetry": False,
+            "lastMessageUnread": None,
+            "ShippingEstimatedDate": logistics[0].get("shippingEstimateDate") if logistics else None,
+            "ShippingEstimatedDateMax": None, "ShippingEstimatedDateMin": None,
+            "orderIsComplete": bool(doc.get("isCompleted", True)), "listId": None, "listType": None,
+            "authorizedDate": doc.get("authorizedDate"), "callCenterOperatorName": None,
+            "totalItems": sum(int(item.get("quantity") or 0) for item in doc["items"]),
+            "currencyCode": (doc.get("storePreferencesData") or {}).get("currencyCode") or "BRL",
+        }
 
     def set_cancellation(self, reason: str, requested_by_user: bool, now: float) -> None:
         # PascalCase keys, as in VTEX's own Get order example.
@@ -241,3 +269,105 @@ class OrderFactory:
             transaction["transactionId"] = self._hex()
             for payment in transaction["payments"]:
                 payment.update(id=self._hex(), value=doc["value"], referenceValue=doc["value"])
+
+
+# ---- List orders (GET /api/oms/pvt/orders) ----------------------------------------------------------------------
+
+LIST_DEFAULT_PER_PAGE, LIST_MAX_PER_PAGE, LIST_MAX_PAGES = 15, 100, 30  # the spec's numbers
+ORDER_BY_FIELDS = {"creationDate": "creationDate", "orderId": "orderId", "items": "totalItems",
+                   "totalValue": "totalValue", "origin": "origin"}
+_CREATION_RANGE = re.compile(r"creationDate:\[(?P<start>\S+) TO (?P<end>\S+)\]")
+
+
+class ListQueryError(ValueError):
+    """A List orders query the sandbox answers with 400 (VTEX's own answer to these is undocumented)."""
+
+
+def _bounded_int(query: dict[str, str], name: str, default: int, highest: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= highest:
+        raise ListQueryError(f"{name} must be an integer between 1 and {highest}")
+    return int(raw)
+
+
+def _range_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ListQueryError(f"f_creationDate: not a timestamp: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The List orders parameters the sandbox implements; the other filters of the spec are accepted and ignored."""
+
+    statuses: frozenset[str] | None = None
+    created: tuple[datetime, datetime] | None = None
+    order_by: str = "creationDate"
+    descending: bool = True  # VTEX's default order is undocumented: newest first, as its admin lists them
+    page: int = 1
+    per_page: int = LIST_DEFAULT_PER_PAGE
+
+    @classmethod
+    def parse(cls, query: dict[str, str]) -> ListQuery:
+        statuses = frozenset(s.strip() for s in query["f_status"].split(",") if s.strip()) \
+            if query.get("f_status") else None
+        created = None
+        if query.get("f_creationDate"):
+            match = _CREATION_RANGE.fullmatch(query["f_creationDate"].strip())
+            if match is None:
+                raise ListQueryError("f_creationDate must look like creationDate:[<start> TO <end>]")
+            created = (_range_time(match["start"]), _range_time(match["end"]))
+        field_name, _, direction = (query.get("orderBy") or "creationDate,desc").partition(",")
+        if field_name not in ORDER_BY_FIELDS or direction not in ("asc", "desc"):
+            raise ListQueryError(f"orderBy must be one of {sorted(ORDER_BY_FIELDS)} with ,asc or ,desc")
+        return cls(statuses=statuses or None, created=created, order_by=field_name, descending=direction == "desc",
+                   page=_bounded_int(query, "page", 1, LIST_MAX_PAGES),
+                   per_page=_bounded_int(query, "per_page", LIST_DEFAULT_PER_PAGE, LIST_MAX_PER_PAGE))
+
+    def matches(self, record: OrderRecord) -> bool:
+        if self.statuses is not None and record.status not in self.statuses:
+            return False
+        if self.created is not None:
+            created = datetime.fromisoformat(record.doc["creationDate"])
+            return self.created[0] <= created <= self.created[1]
+        return True
+
+
+def _stats(values: list[int]) -> dict[str, Any]:
+    """One Solr-style stats block, as VTEX's example shows it."""
+    count, total = len(values), sum(values)
+    mean = total / count if count else 0
+    variance = sum((value - mean) ** 2 for value in values) / (count - 1) if count > 1 else 0
+    return {"Count": count, "Max": max(values, default=0), "Mean": mean, "Min": min(values, default=0), "Missing": 0,
+            "StdDev": math.sqrt(variance), "Sum": total, "SumOfSquares": sum(value * value for value in values),
+            "Facets": None}
+
+
+def _stats_of(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    # VTEX's example always has both origins and BRL; the sandbox's orders are all BRL.
+    currencies = {"BRL"} | {row["currencyCode"] for row in rows}
+    return {**_stats([row[key] for row in rows]), "Facets": {
+        "origin": {origin: _stats([row[key] for row in rows if row["origin"] == origin])
+                   for origin in ("Fulfillment", "Marketplace")},
+        "currencyCode": {code: _stats([row[key] for row in rows if row["currencyCode"] == code])
+                         for code in sorted(currencies)},
+    }}
+
+
+def list_orders(records: Iterable[OrderRecord], query: ListQuery) -> dict[str, Any]:
+    """The List orders answer: one page of rows, `paging` over every match, stats over every match."""
+    rows = [record.list_item() for record in records if query.matches(record)]
+    # creationDate strings share one format and offset, so they sort as text; orderId breaks ties.
+    rows.sort(key=lambda row: (row[ORDER_BY_FIELDS[query.order_by]], row["orderId"]), reverse=query.descending)
+    start = (query.page - 1) * query.per_page
+    return {
+        "list": rows[start:start + query.per_page],
+        "facets": [],
+        "paging": {"total": len(rows), "pages": math.ceil(len(rows) / query.per_page), "currentPage": query.page,
+                   "perPage": query.per_page},
+        "stats": {"stats": {"totalValue": _stats_of(rows, "totalValue"), "totalItems": _stats_of(rows, "totalItems")}},
+    }

@@ -18,7 +18,7 @@ from sandbox.faults import NOT_READY_FOR_HANDLING, UNAUTHORIZED, ScriptedFault, 
 from sandbox.feed import ConfigError, FeedConfig, FeedQueue, parse_feed_config
 from sandbox.hook import HookConfig, parse_hook_config, ping
 from sandbox.hook_delivery import HookNotifier
-from sandbox.orders import OrderRecord
+from sandbox.orders import ListQuery, ListQueryError, OrderRecord, list_orders
 from sandbox.records import Response
 from sandbox.routing import Route
 from sandbox.timestamps import iso_offset
@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 NOT_CANCELLABLE = {"invoice", "invoiced"}  # invoiced, or an invoice being verified (partially invoiced)
 KNOBS = {"latency_ms", "fault_rate", "commit_fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate",
          "retry_after_seconds", "shuffle", "erp_refuse_customer_data", "hook_drop_rate", "hook_delay_ms",
-         "hook_duplicate_rate", "hook_retry_base_seconds", "hook_max_attempts"}
+         "hook_duplicate_rate", "hook_retry_base_seconds", "hook_max_attempts", "drop_feed_events_for"}
 BOOLEAN_KNOBS = {"shuffle", "erp_refuse_customer_data"}
 INTEGER_KNOBS = {"retry_after_seconds", "hook_max_attempts"}
+ORDER_ID_KNOBS = {"drop_feed_events_for"}  # a list of order ids
 # VTEX's default lot is undocumented and its spec marks `maxlot` required, yet VTEX's own C# consumer sends none
 # and reads a batch of exactly 10 as "more may be waiting" (ORDERS-API.md §1.5): so 10, the documented maximum.
 DEFAULT_MAXLOT = 10
@@ -203,6 +204,15 @@ class RouteActions:
     def _order_not_found() -> Response:
         return vtex_error(404, "OMS002", "Order not found")  # shape undocumented; our choice
 
+    def _do_order_list(self, route: Route, call: Call) -> Response:
+        try:
+            query = ListQuery.parse(call.query)
+        except ListQueryError as exc:
+            raise BadRequest(str(exc)) from None
+        with self._lock:
+            answer = list_orders(self._orders.values(), query)
+        return json_response(200, answer)
+
     def _do_order_get(self, route: Route, call: Call) -> Response:
         with self._lock:
             record = self._orders.get(route.order_id)
@@ -288,6 +298,11 @@ class RouteActions:
                 return json.dumps(self._queue.peek(int(maxlot) if maxlot.isdigit() else 10, self.clock())).encode()
             if route.name == "feed_config_get":
                 return self._config_view().body
+            if route.name == "order_list":
+                try:
+                    return json.dumps(list_orders(self._orders.values(), ListQuery.parse(call.query))).encode()
+                except ListQueryError:
+                    pass
             if route.name == "order_get" and route.order_id in self._orders:
                 return self._orders[route.order_id].to_json()
             if route.name == "hook_config_get":
@@ -328,14 +343,19 @@ class RouteActions:
             if unknown:
                 raise BadRequest(f"unknown knobs: {sorted(unknown)}")
             for name, value in payload.items():
-                if name in INTEGER_KNOBS:
+                if name in ORDER_ID_KNOBS:
+                    if not isinstance(value, list) or not all(isinstance(order_id, str) for order_id in value):
+                        raise BadRequest(f"{name} must be a list of order ids")
+                    value = set(value)
+                elif name in INTEGER_KNOBS:
                     value = None if value is None and name == "retry_after_seconds" else int(value)
                 elif name in BOOLEAN_KNOBS:
                     value = bool(value)
                 else:
                     value = float(value)
                 setattr(self, name, value)
-            return json_response(200, {name: getattr(self, name) for name in sorted(KNOBS)})
+            return json_response(200, {name: sorted(value) if isinstance(value := getattr(self, name), set) else value
+                                       for name in sorted(KNOBS)})
         if route.name == "control_fail_next":
             if "route" not in payload or "status" not in payload:
                 raise BadRequest("route and status are required")

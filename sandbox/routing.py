@@ -17,6 +17,7 @@ _TABLE: list[tuple[str, str, str, str]] = [
     ("GET", r"/api/orders/hook/config", "hook_config_get", "vtex"),
     ("POST", r"/api/orders/hook/config", "hook_config_set", "vtex"),
     ("DELETE", r"/api/orders/hook/config", "hook_config_delete", "vtex"),
+    ("GET", r"/api/oms/pvt/orders", "order_list", "vtex"),
     ("GET", ORDER, "order_get", "vtex"),
     ("POST", ORDER + "/start-handling", "start_handling", "vtex"),
     ("POST", ORDER + "/cancel", "cancel", "vtex"),

@@ -37,6 +37,9 @@ DEFAULT_TIMEOUT_FAULT_SECONDS = 5.0
 # A new order reached its status this long after its previous change (window-to-cancel): VTEX's feed example
 # shows 22 s between lastChange and currentChange. Fixed, so a seed still gives the same data.
 PREVIOUS_CHANGE_SECONDS = 20.0
+# faults.ROUTES predates List orders; scripted and random faults reach it too.
+FAULT_ROUTES = ROUTES | {"order_list"}
+FAULT_JSON_ROUTES = JSON_ROUTES | {"order_list"}
 
 
 class Sandbox(HookSide, RouteActions):
@@ -77,6 +80,10 @@ class Sandbox(HookSide, RouteActions):
         self.hook_drop_rate = hook_drop_rate
         self.hook_delay_ms = hook_delay_ms
         self.hook_duplicate_rate = hook_duplicate_rate
+        # Changes of these orders never reach the feed (the hook has hook_drop_rate): an event lost for good,
+        # for tests of what finds such orders (List orders, reconciliation).
+        self.drop_feed_events_for: set[str] = set()
+        self.feed_dropped = 0
         self.clock = time.time  # swap in tests to jump past visibility timeouts or retention
         self._lock = threading.Lock()
         self._rng = random.Random(seed)  # fault decisions only, so data stays the same whatever the faults
@@ -236,9 +243,9 @@ class Sandbox(HookSide, RouteActions):
 
     def fail_next(self, route: str, status: int | str, *, times: int = 1, headers: dict[str, str] | None = None,
                   body: str | bytes | None = None, delay_seconds: float = 0) -> None:
-        """Script the next `times` answers of `route` (see faults.ROUTES); "timeout" sleeps 5 s by default."""
-        if route not in ROUTES:
-            raise ValueError(f"unknown route {route!r}; expected one of {sorted(ROUTES)}")
+        """Script the next `times` answers of `route` (see FAULT_ROUTES); "timeout" sleeps 5 s by default."""
+        if route not in FAULT_ROUTES:
+            raise ValueError(f"unknown route {route!r}; expected one of {sorted(FAULT_ROUTES)}")
         if status == "timeout" and not delay_seconds:
             delay_seconds = DEFAULT_TIMEOUT_FAULT_SECONDS
         fault = ScriptedFault(status=status, times=times, headers=headers, body=body, delay_seconds=delay_seconds)
@@ -252,6 +259,7 @@ class Sandbox(HookSide, RouteActions):
                 "orders": {status: n for status, n in sorted(self._status_counts.items()) if n},
                 "queue": len(self._queue),  # uncommitted messages, visible or hidden by a read
                 "queue_hidden": self._queue.hidden(self.clock()),
+                "feed_dropped": self.feed_dropped,
                 "erp_deliveries": len(self._erp.deliveries),
                 "erp_unique_keys": self._erp.unique_keys,
                 "erp_orders": self._erp.unique_orders,
@@ -306,6 +314,9 @@ class Sandbox(HookSide, RouteActions):
         self._notify_hook(record, state=state, last_state=last_state, last_change=last_change, now=now)
         # No feed configured, no event: a new feed only captures changes made after it exists.
         if self._feed is None or not self._feed.filter.matches(order_id=record.order_id, state=state, doc=record.doc):
+            return {}
+        if record.order_id in self.drop_feed_events_for:
+            self.feed_dropped += 1
             return {}
         item = {
             "eventId": self._event_id(),
@@ -389,7 +400,7 @@ class Sandbox(HookSide, RouteActions):
 
     def _random_fault(self, route: Route, call: Call) -> Response | None:
         """Decided before acting, so a random fault never changes state."""
-        if route.name not in ROUTES:
+        if route.name not in FAULT_ROUTES:
             return None
         with self._lock:
             rng = self._rng
@@ -400,7 +411,7 @@ class Sandbox(HookSide, RouteActions):
                                 and rng.random() < self.rate_limit_rate)
             failed_now = commit_failed or (not rate_limited_now and bool(self.fault_rate)
                                            and rng.random() < self.fault_rate)
-            broken_now = (not rate_limited_now and not failed_now and route.name in JSON_ROUTES
+            broken_now = (not rate_limited_now and not failed_now and route.name in FAULT_JSON_ROUTES
                           and bool(self.broken_json_rate) and rng.random() < self.broken_json_rate)
         if rate_limited_now:
             if route.name == "erp":

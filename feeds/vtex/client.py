@@ -364,3 +364,82 @@ class VtexClient:
         """Delete the hook: DELETE /api/orders/hook/config."""
         _, call = self._request("DELETE", "/api/orders/hook/config")
         return call
+
+    def order_list(self, *, status: str, page: int = 1, per_page: int = 100, created_from: datetime | None = None,
+                   created_to: datetime | None = None, order_by: str = "creationDate,desc") -> OrderListPage:
+        """List orders: GET /api/oms/pvt/orders?f_status=..&page=..&per_page=.. (ORDERS-API.md §3, "Related").
+
+        https://developers.vtex.com/docs/api-reference/orders-api#get-/api/oms/pvt/orders . VTEX's index lags about
+        4 minutes and it says not to integrate on this endpoint: a safety net only, read sparingly.
+        """
+        params: dict[str, Any] = {"f_status": status, "page": max(1, min(LIST_MAX_PAGES, page)),
+                                  "per_page": max(1, min(LIST_MAX_PER_PAGE, per_page)), "orderBy": order_by}
+        if created_from is not None or created_to is not None:
+            params["f_creationDate"] = creation_date_range(created_from, created_to)
+        response, call = self._request("GET", "/api/oms/pvt/orders", params=params)
+        return parse_order_list(self._json(response, call), call)
+
+
+# --- List orders (VtexClient.order_list) ----------------------------------------------------------------------
+
+LIST_MAX_PER_PAGE = 100  # "it goes up to 100 orders per page" (spec)
+LIST_MAX_PAGES = 30  # "the limit of retrieval of this endpoint is 30 pages" (spec)
+LIST_OLDEST_SECONDS = 730 * 86400  # "only orders created in the last two years" (spec)
+
+
+@dataclass(frozen=True)
+class ListedOrder:
+    """One row of List orders. VTEX's example has no `lastChange`; it is read when present."""
+
+    order_id: str
+    status: str
+    creation_date: datetime | None
+    authorized_date: datetime | None = None
+    last_change: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OrderListPage:
+    """One page of List orders and VTEX's `paging` (total orders, pages, this page, its size)."""
+
+    orders: list[ListedOrder]
+    total: int
+    pages: int
+    current_page: int
+    per_page: int
+    call: Call = field(compare=False)
+
+
+def _vtex_range_time(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def creation_date_range(start: datetime | None, end: datetime | None) -> str:
+    """f_creationDate as VTEX documents it: `creationDate:[2022-01-01T02:00:00.000Z TO 2022-01-02T01:59:59.999Z]`."""
+    end = end or datetime.now(timezone.utc)
+    # Both ends are required by the syntax; VTEX keeps two years.
+    start = start or datetime.fromtimestamp(end.timestamp() - LIST_OLDEST_SECONDS, timezone.utc)
+    return f"creationDate:[{_vtex_range_time(start)} TO {_vtex_range_time(end)}]"
+
+
+def _int_or(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def parse_order_list(data: Any, call: Call) -> OrderListPage:
+    """Rows without an orderId are left out (nothing can be done for them); a body without `list` is a failed read."""
+    if not isinstance(data, dict) or not isinstance(data.get("list"), list):
+        raise VtexUnavailable("GET /api/oms/pvt/orders: expected an object with a `list` array", call=call)
+    orders = [
+        ListedOrder(order_id=row["orderId"].strip()[:100], status=str(row.get("status") or "")[:60],
+                    creation_date=parse_vtex_time(row.get("creationDate")),
+                    authorized_date=parse_vtex_time(row.get("authorizedDate")),
+                    last_change=parse_vtex_time(row.get("lastChange")))
+        for row in data["list"]
+        if isinstance(row, dict) and isinstance(row.get("orderId"), str) and row["orderId"].strip()
+    ]
+    paging = data.get("paging") if isinstance(data.get("paging"), dict) else {}
+    current = _int_or(paging.get("currentPage"), 1)
+    return OrderListPage(orders=orders, total=_int_or(paging.get("total"), len(orders)),
+                         pages=_int_or(paging.get("pages"), current), current_page=current,
+                         per_page=_int_or(paging.get("perPage"), len(orders)), call=call)

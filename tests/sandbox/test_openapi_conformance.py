@@ -36,7 +36,7 @@ OPERATIONS = [
     "Getfeedorderstatus1", "Commititemfeedorderstatus",  # feed read / commit
     "GetFeedConfiguration", "FeedConfiguration", "FeedConfigurationDelete",
     "GetHookConfiguration", "HookConfiguration", "DeleteHookConfiguration",
-    "GetOrder", "StartHandling", "CancelOrder",
+    "GetOrder", "StartHandling", "CancelOrder", "ListOrders",
 ]
 KNOWN_ORDERS = [f"10000000000{n:02d}-01" for n in range(1, 7)]
 UNKNOWN_ORDER = "1999999999999-01"
@@ -92,6 +92,21 @@ def spec_as_the_guides_tell_it() -> dict[str, Any]:
     for action in ("start-handling", "cancel"):
         _parameter(paths[f"/api/oms/pvt/orders/{{orderId}}/{action}"]["post"], "orderId").update(
             schema={"enum": [*KNOWN_ORDERS, UNKNOWN_ORDER]}, example=None)
+
+    # List orders: the limits its description states (page <= 30, 1 <= per_page <= 100), and the filters the sandbox
+    # implements in the syntax the spec documents (their schemas say "any string"); the others it ignores.
+    listing = paths["/api/oms/pvt/orders"]["get"]
+    _parameter(listing, "page").update(schema={"type": "integer", "minimum": 1, "maximum": 30})
+    _parameter(listing, "per_page").update(schema={"type": "integer", "minimum": 1, "maximum": 100})
+    _parameter(listing, "f_status").update(schema={"enum": ["ready-for-handling", "handling", "canceled",
+                                                            "ready-for-handling,handling"]})
+    _parameter(listing, "f_creationDate").update(schema={"enum": [
+        "creationDate:[2022-01-01T02:00:00.000Z TO 2022-01-02T01:59:59.999Z]",
+        "creationDate:[2020-01-01T00:00:00.000Z TO 2099-01-01T00:00:00.000Z]"]})
+    _parameter(listing, "orderBy").update(schema={"enum": ["creationDate,asc", "creationDate,desc", "orderId,asc"]})
+    # Its stats schema is the example frozen: one facet's Mean and StdDev typed as integers (they are averages).
+    for name in ("Mean", "StdDev"):
+        spec["components"]["schemas"]["Fulfillment1"]["properties"][name]["type"] = "number"
 
     # Bodies: OpenAPI makes a requestBody optional unless it says `required: true`, which the spec forgets for
     # these three although their schemas have required fields; a config or commit without one means nothing.
@@ -205,7 +220,7 @@ def test_the_sandbox_answers_as_vtexs_spec_says(case: schemathesis.Case, conform
                            checks=[check for check in CHECKS if check not in excluded])
 
 
-IMPLEMENTED_PATHS = ["/api/orders/feed", "/api/orders/feed/config", "/api/orders/hook/config",
+IMPLEMENTED_PATHS = ["/api/oms/pvt/orders", "/api/orders/feed", "/api/orders/feed/config", "/api/orders/hook/config",
                      "/api/oms/pvt/orders/{orderId}", "/api/oms/pvt/orders/{orderId}/start-handling",
                      "/api/oms/pvt/orders/{orderId}/cancel"]
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"}
