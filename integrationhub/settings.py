@@ -195,6 +195,20 @@ HUB_ERP_CONNECTORS = env.list("HUB_ERP_CONNECTORS", default=["orders.erp.HttpErp
 # The hub's public https address: VTEX's order hook calls HUB_PUBLIC_URL/hooks/vtex/<store>/. Empty: no hook push.
 HUB_PUBLIC_URL = env("HUB_PUBLIC_URL", default="")
 
+HUB_RECONCILE_MINUTES = env.int("HUB_RECONCILE_MINUTES", default=15)  # reconcile_orders schedule (setup_schedules)
+HUB_RECONCILE_MIN_AGE_MINUTES = env.float("HUB_RECONCILE_MIN_AGE_MINUTES", default=10.0)  # VTEX's list lags ~4 min
+
+# --- Alerts and metrics (orders/alerts.py, orders/metrics.py) ------------------------------------
+HUB_ALERT_QUIET_MINUTES = env.float("HUB_ALERT_QUIET_MINUTES", default=30.0)  # one reminder per incident at most this often
+HUB_ALERT_ERP_FAILING_MINUTES = env.float("HUB_ALERT_ERP_FAILING_MINUTES", default=5.0)
+HUB_ALERT_ATTENTION_MINUTES = env.float("HUB_ALERT_ATTENTION_MINUTES", default=15.0)
+HUB_ALERT_ATTENTION_GROWTH = env.int("HUB_ALERT_ATTENTION_GROWTH", default=1)  # new needs-attention orders in that window
+HUB_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("HUB_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+HUB_METRICS_TOKEN = env("HUB_METRICS_TOKEN", default="")  # empty: /metrics answers 404
+HUB_METRICS_WINDOW_MINUTES = env.float("HUB_METRICS_WINDOW_MINUTES", default=15.0)
+vars().update(env.email("DJANGO_EMAIL_URL", default="consolemail://"))  # e.g. smtp+tls://user:pass@host:587
+DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="hub@localhost")
+
 Q_CLUSTER = {
     "name": "integrationhub",
     "orm": "default",  # the database is the broker: no Redis to run

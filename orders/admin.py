@@ -307,3 +307,6 @@ class SyncAttemptAdmin(PersonalDataAdminMixin, ReadOnlyAdmin):
     @admin.display(description="Answer")
     def response_shown(self, obj: SyncAttempt) -> str:
         return format_html("<pre>{}</pre>", shown(obj, _pretty(obj.response_excerpt))) if obj.response_excerpt else "—"
+
+
+from orders import admin_alerts  # noqa: E402,F401  (registers the alert channels and the alert history)

@@ -15,12 +15,14 @@ from django_q.conf import Conf
 
 _groups_migration = importlib.import_module("orders.migrations.0003_staff_groups")
 _manage_jobs_migration = importlib.import_module("orders.migrations.0005_manage_jobs_permission")
+_alerts_migration = importlib.import_module("orders.migrations.0007_alert_permissions")
 
 
 def staff_groups_recreate() -> None:
-    """The groups as the migrations leave them: 0003 makes them, 0005 grants feeds.manage_jobs."""
+    """The groups as the migrations leave them: 0003 makes them, 0005 grants feeds.manage_jobs, 0007 the alert pages."""
     _groups_migration.create_groups(apps, None)
     _manage_jobs_migration.grant_manage_jobs(apps, None)
+    _alerts_migration.grant_alert_permissions(apps, None)
 
 
 def _staff(username: str, group: str) -> User:

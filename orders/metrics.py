@@ -1,0 +1,179 @@
+"""Prometheus `/metrics`: the dashboard's figures and the alerts' signals, read from the database at scrape time.
+
+A collector that queries on each scrape, rather than counters kept in memory: the hub runs as several
+processes (gunicorn workers, the job cluster, `sync`), and the database is the one place that saw every call.
+Call counts and latencies come from the orders' timeline (SyncAttempt: get-order and start-handling for VTEX,
+send and cancel notice for the ERP) over the last HUB_METRICS_WINDOW_MINUTES, so they are gauges of that
+window: use them without rate(). Feed reads are not on the timeline; a 429 on any call shows as a pause.
+Labels are store names, states, steps, statuses and reasons: no order ids, no customer data.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, Q, Sum
+from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from feeds.models import HookRejection, Store
+from orders.dashboard import VERDICT_LABELS, StoreHealth, store_healths
+from orders.models import Alert, SyncAttempt
+
+SYSTEMS = {SyncAttempt.Step.GET_ORDER: "vtex", SyncAttempt.Step.START_HANDLING: "vtex",
+           SyncAttempt.Step.ERP_SEND: "erp", SyncAttempt.Step.ERP_CANCEL: "erp"}
+BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
+
+
+def window() -> timedelta:
+    return timedelta(minutes=float(getattr(settings, "HUB_METRICS_WINDOW_MINUTES", 15)))
+
+
+class HubCollector(Collector):
+    """Every metric of the hub, computed from the database when Prometheus scrapes."""
+
+    def collect(self) -> Iterator[Metric]:
+        now = timezone.now()
+        healths = store_healths(now=now)
+        names = {health.store_id: health.name for health in healths}
+        yield from _store_metrics(healths)
+        yield from _pause_metrics(now)
+        yield from _call_metrics(now, names)
+        yield from _hook_rejections()
+        yield from _alerts_firing()
+
+
+def _store_metrics(healths: list[StoreHealth]) -> Iterator[Metric]:
+    orders = GaugeMetricFamily("hub_orders", "Orders by sync state", labels=["store", "state"])
+    health = GaugeMetricFamily("hub_store_health", "The store's health verdict (1 for the current one), as on "
+                               "the dashboard and /healthz", labels=["store", "status"])
+    pending = GaugeMetricFamily("hub_backlog_orders", "Orders with work left (due now or waiting out a backoff)",
+                                labels=["store"])
+    owed = GaugeMetricFamily("hub_backlog_events", "Stored feed events whose handle is not committed to VTEX yet",
+                             labels=["store"])
+    oldest = GaugeMetricFamily("hub_oldest_uncommitted_event_age_seconds",
+                               "Age of the oldest uncommitted feed event (0 when there is none)", labels=["store"])
+    margin = GaugeMetricFamily("hub_retention_margin_seconds", "Time left before VTEX's retention may drop the "
+                               "oldest uncommitted event (only while there is one)", labels=["store"])
+    pull = GaugeMetricFamily("hub_last_pull_age_seconds", "Seconds since the last successful feed read "
+                             "(absent: never)", labels=["store"])
+    dispatch = GaugeMetricFamily("hub_last_dispatch_age_seconds", "Seconds since the last finished dispatch run "
+                                 "(absent: never)", labels=["store"])
+    enabled = GaugeMetricFamily("hub_store_enabled", "1 when the jobs work this store", labels=["store"])
+    for store in healths:
+        for count in store.counts:
+            orders.add_metric([store.name, count.state], count.count)
+        for status in VERDICT_LABELS:
+            health.add_metric([store.name, status], 1 if store.verdict.status == status else 0)
+        pending.add_metric([store.name], store.backlog.pending_orders)
+        owed.add_metric([store.name], store.backlog.uncommitted_events)
+        oldest.add_metric([store.name], store.backlog.uncommitted_oldest_age or 0)
+        if store.backlog.retention_margin is not None:
+            margin.add_metric([store.name], store.backlog.retention_margin)
+        if store.pull.age_seconds is not None:
+            pull.add_metric([store.name], store.pull.age_seconds)
+        if store.dispatch.age_seconds is not None:
+            dispatch.add_metric([store.name], store.dispatch.age_seconds)
+        enabled.add_metric([store.name], 1 if store.enabled else 0)
+    yield from (orders, health, pending, owed, oldest, margin, pull, dispatch, enabled)
+
+
+def _pause_metrics(now: datetime) -> Iterator[Metric]:
+    paused = GaugeMetricFamily("hub_vtex_paused", "1 while the store is paused after VTEX answered 429",
+                               labels=["store"])
+    left = GaugeMetricFamily("hub_vtex_pause_remaining_seconds", "Seconds left of the 429 pause", labels=["store"])
+    for name, until in Store.objects.values_list("name", "vtex_paused_until"):
+        active = until is not None and until > now
+        paused.add_metric([name], 1 if active else 0)
+        left.add_metric([name], (until - now).total_seconds() if active else 0)
+    yield from (paused, left)
+
+
+def _call_metrics(now: datetime, names: dict[int, str]) -> Iterator[Metric]:
+    """VTEX and ERP calls of the window by status, and their latency, from the orders' timeline (one query)."""
+    seconds = window().total_seconds()
+    calls = GaugeMetricFamily("hub_calls", f"VTEX and ERP calls made for orders in the last {seconds:g} s, by "
+                              "HTTP status ('error': no answer)", labels=["store", "system", "step", "status"])
+    limited = GaugeMetricFamily("hub_vtex_rate_limited", f"VTEX calls answered 429 in the last {seconds:g} s",
+                                labels=["store"])
+    latency = GaugeHistogramMetricFamily("hub_call_duration_seconds", f"Duration of the VTEX and ERP calls of the "
+                                         f"last {seconds:g} s", labels=["store", "system"])
+    buckets = {f"le_{i}": Count("id", filter=Q(duration_ms__lte=b * 1000)) for i, b in enumerate(BUCKETS_SECONDS)}
+    rows = (SyncAttempt.objects.filter(created_at__gte=now - window(), step__in=list(SYSTEMS))
+            .exclude(outcome=SyncAttempt.Outcome.INFO)  # decisions, not calls
+            .filter(Q(http_status__isnull=False) | Q(duration_ms__isnull=False))
+            .values("order__store_id", "step", "http_status")
+            .annotate(n=Count("id"), timed=Count("duration_ms"), total_ms=Sum("duration_ms"), **buckets)
+            .order_by())
+    histograms: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS_SECONDS) + 2))
+    rate_limited: dict[str, int] = defaultdict(int)
+    for row in rows:
+        store, system = names.get(row["order__store_id"], "?"), SYSTEMS[row["step"]]
+        status = str(row["http_status"]) if row["http_status"] is not None else "error"
+        calls.add_metric([store, system, row["step"], status], row["n"])
+        if system == "vtex" and row["http_status"] == 429:
+            rate_limited[store] += row["n"]
+        sums = histograms[(store, system)]
+        for i in range(len(BUCKETS_SECONDS)):
+            sums[i] += row[f"le_{i}"]
+        sums[-2] += row["timed"]  # +Inf: every timed call
+        sums[-1] += (row["total_ms"] or 0) / 1000
+    for store in names.values():
+        limited.add_metric([store], rate_limited[store])
+    for (store, system), sums in sorted(histograms.items()):
+        latency.add_metric([store, system], [*((f"{b:g}", sums[i]) for i, b in enumerate(BUCKETS_SECONDS)),
+                                             ("+Inf", sums[-2])], gsum_value=sums[-1])
+    yield from (calls, limited, latency)
+
+
+def _hook_rejections() -> Iterator[Metric]:
+    rejections = CounterMetricFamily("hub_hook_rejections", "Order hook calls refused, by reason (store "
+                                     "'unknown': a store name the hub does not know)", labels=["store", "reason"])
+    for store, reason, count in HookRejection.objects.values_list("store__name", "reason", "count").order_by():
+        rejections.add_metric([store or "unknown", reason], count)
+    yield rejections
+
+
+def _alerts_firing() -> Iterator[Metric]:
+    firing = GaugeMetricFamily("hub_alerts_firing", "Alerts firing now (see the alert history in the admin)",
+                               labels=["store", "kind", "severity"])
+    rows = (Alert.objects.filter(state=Alert.State.FIRING).values_list("store__name", "kind", "severity")
+            .annotate(n=Count("id")).order_by())
+    for store, kind, severity, n in rows:
+        firing.add_metric([store, kind, severity], n)
+    yield firing
+
+
+def metrics_exposition() -> bytes:
+    registry = CollectorRegistry()
+    registry.register(HubCollector())
+    return generate_latest(registry)
+
+
+def _authorized(request: HttpRequest, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the time taken must not tell how much of a guess was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@never_cache
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus scrapes with `Authorization: Bearer HUB_METRICS_TOKEN`; without a token set, there is no page."""
+    token = getattr(settings, "HUB_METRICS_TOKEN", "")
+    if not token:
+        raise Http404("metrics are not enabled")
+    if not _authorized(request, token):
+        response = HttpResponse("a valid bearer token is required\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(metrics_exposition(), content_type=CONTENT_TYPE_LATEST)
