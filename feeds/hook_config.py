@@ -5,6 +5,9 @@ validated by its form), so hook and feed report the same changes and the inbox c
 HUB_PUBLIC_URL + /hooks/vtex/<store>/, and the hub's own X-Hub-Hook-Token header carries the store's hook
 secret: VTEX sends the configured headers with the ping and every notification. The secret is never logged
 nor returned in a message.
+
+Whether VTEX still has the hook is kept on the FeedConfig (hook_pushed_at, hook_present): VTEX deletes a hook
+after 3 days without notifications, and the refresh_queue_status job looks for it (hook_presence_check).
 """
 
 from __future__ import annotations
@@ -12,18 +15,23 @@ from __future__ import annotations
 import hmac
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
+from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from feeds.feed_config import PushResult, feed_config_body, feed_config_normalise
 from feeds.hook_inbox import HOOK_TOKEN_HEADER
 from feeds.models import FeedConfig, Store
+from feeds.services import vtex_log_add
 from feeds.vtex.client import VtexClient, VtexError, VtexUnavailable
+from orders.services.process import store_pause
 
 log = logging.getLogger("hub.feeds")
 
@@ -107,6 +115,9 @@ def hook_config_push(*, store: Store, by: str) -> PushResult:
     finally:
         client.close()
     log.info("hook config of %s pushed by %s: %s", store.name, by, result.message)
+    if result.ok:  # from now on the job watches that VTEX keeps it
+        now = timezone.now()
+        FeedConfig.objects.filter(store=store).update(hook_pushed_at=now, hook_present=True, hook_checked_at=now)
     return result
 
 
@@ -124,6 +135,10 @@ def hook_config_delete(*, store: Store, by: str) -> PushResult:
     finally:
         client.close()
     log.info("hook config of %s deleted by %s: %s", store.name, by, result.message)
+    if result.ok:  # deleted on purpose: no longer watched, nor re-applied
+        FeedConfig.objects.filter(store=store).update(hook_pushed_at=None, hook_present=None,
+                                                      hook_checked_at=timezone.now())
+        vtex_log_add(store_id=store.pk, text=f"hook deleted on VTEX by {by}")
     return result
 
 
@@ -140,6 +155,8 @@ class HookLoadResult:
     message: str
     vtex: dict[str, Any] | None = None  # VTEX's configuration with every header value hidden
     drift: list[HookDrift] = field(default_factory=list)
+    hub: dict[str, Any] | None = None  # what the hub would push, the token hidden
+    found: bool = False  # VTEX has a hook for this appKey
 
 
 def _lower(value: Any) -> dict[str, Any]:
@@ -147,16 +164,21 @@ def _lower(value: Any) -> dict[str, Any]:
 
 
 def hook_config_load(*, store: Store) -> HookLoadResult:
-    """VTEX's hook next to what the hub would push (filter, URL, token). Reads only; header values never shown."""
+    """VTEX's hook next to what the hub would push (filter, URL, token); header values never shown.
+
+    Changes nothing on VTEX; whether VTEX has the hook is kept as the latest check (hook_presence_record).
+    """
     client = _client(store)
     try:
         raw = client.hook_config_get()
     except VtexError as exc:
         if exc.status == 404:
-            return HookLoadResult(ok=True, message="VTEX has no hook for this appKey (HTTP 404)")
+            hook_presence_record(store=store, present=False, via="Load hook from VTEX")
+            return HookLoadResult(ok=True, message="VTEX has no hook for this appKey (HTTP 404)", hub=_ours(store))
         return HookLoadResult(ok=False, message=_hidden(store, _explain(exc)))
     finally:
         client.close()
+    hook_presence_record(store=store, present=True, via="Load hook from VTEX")
     hook = _lower(_lower(raw).get("hook"))
     given = hook.get("headers")
     headers = {str(name): str(value) for name, value in given.items()} if isinstance(given, dict) else {}
@@ -166,11 +188,61 @@ def hook_config_load(*, store: Store) -> HookLoadResult:
         ours = hook_config_body(store)
     except HookConfigRefused as refused:
         return HookLoadResult(ok=True, message=f"VTEX's hook loaded; the hub's cannot be compared: {refused}",
-                              vtex=shown)
+                              vtex=shown, found=True)
     drift = _drift(store, ours, raw, hook, headers)
     message = (f"VTEX's hook differs from the hub's in: {', '.join(item.label for item in drift)}." if drift
                else "VTEX's hook matches the hub's.")
-    return HookLoadResult(ok=True, message=message, vtex=shown, drift=drift)
+    return HookLoadResult(ok=True, message=message, vtex=shown, drift=drift, hub=_ours(store), found=True)
+
+
+def _ours(store: Store) -> dict[str, Any] | None:
+    """The body the hub would push, with the token hidden; None when it cannot be built."""
+    try:
+        body = hook_config_body(store)
+    except HookConfigRefused:
+        return None
+    body["hook"]["headers"] = {name: HIDDEN for name in body["hook"]["headers"]}
+    return body
+
+
+def hook_presence_record(*, store: Store, present: bool, via: str) -> bool:
+    """Keep whether VTEX still has the hub's hook. True when it has just gone missing (logged and noted).
+
+    Only a hook the hub keeps (pushed, or found by a load) is watched: a store without one changes nothing.
+    """
+    now = timezone.now()
+    kept = FeedConfig.objects.filter(store=store).filter(models.Q(hook_pushed_at__isnull=False) |
+                                                        models.Q(hook_present=True))
+    if present:
+        FeedConfig.objects.filter(store=store).update(hook_present=True, hook_checked_at=now)
+        return False
+    gone = kept.exclude(hook_present=False).update(hook_present=False, hook_checked_at=now) == 1
+    kept.update(hook_checked_at=now)
+    if gone:
+        text = (f"hook missing on VTEX ({via} answered 404): VTEX removes a hook after 3 days without "
+                f"notifications")
+        log.warning("store %s: %s", store.name, text)
+        vtex_log_add(store_id=store.pk, text=text)
+    return gone
+
+
+def hook_presence_check(*, store: Store) -> bool | None:
+    """For the 5-minute job: whether VTEX still has the store's hook (GET hook/config); None when unknown."""
+    client = _client(store)
+    try:
+        client.hook_config_get()
+        present = True
+    except VtexError as exc:
+        if exc.status != 404:
+            if isinstance(exc, VtexUnavailable) and exc.rate_limited:
+                store_pause(store_id=store.pk, retry_after=exc.retry_after)
+            log.warning("store %s: hook check failed: %s", store.name, _hidden(store, str(exc)))
+            return None
+        present = False
+    finally:
+        client.close()
+    hook_presence_record(store=store, present=present, via="the hook check")
+    return present
 
 
 def _drift(store: Store, ours: dict[str, Any], raw: dict[str, Any], hook: dict[str, Any],
@@ -188,3 +260,39 @@ def _drift(store: Store, ours: dict[str, Any], raw: dict[str, Any], hook: dict[s
     drift.append(HookDrift(HOOK_TOKEN_HEADER, "the store's hook secret",
                            "the store's hook secret" if same else ("another value" if token else "missing")))
     return [item for item in drift if item.hub != item.vtex]
+
+
+@dataclass(frozen=True)
+class HookStatus:
+    """What the hook page shows before any call to VTEX: what the hub would push and what it last saw."""
+
+    has_secret: bool
+    public_url: str  # HUB_PUBLIC_URL as set ("" when unset)
+    url: str  # where VTEX would call; "" when it cannot be built
+    problem: str  # why the hub cannot push (no secret, no usable URL, no filter); "" when it can
+    pushed_at: datetime | None  # the last push VTEX accepted
+    present: bool | None  # VTEX still had it at checked_at; None: not watched / never checked
+    checked_at: datetime | None
+
+    @property
+    def kept(self) -> bool:
+        """The hub keeps a hook on VTEX (pushed, or found by a load): the job watches it."""
+        return self.pushed_at is not None or self.present is True
+
+
+def hook_status(*, config: FeedConfig) -> HookStatus:
+    """The hook page's facts, from the hub's side only (no call to VTEX)."""
+    store = config.store
+    url, problem = "", ""
+    try:
+        url = hook_url(store)
+    except HookConfigRefused as refused:
+        problem = str(refused)
+    if not problem:
+        try:
+            hook_config_body(store)
+        except HookConfigRefused as refused:
+            problem = str(refused)
+    public_url = str(getattr(settings, "HUB_PUBLIC_URL", "") or "")
+    return HookStatus(has_secret=bool(store.hook_secret), public_url=public_url, url=url, problem=problem, pushed_at=config.hook_pushed_at, present=config.hook_present,
+                      checked_at=config.hook_checked_at)

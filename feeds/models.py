@@ -56,6 +56,13 @@ class Store(models.Model):
     vtex_paused_until = models.DateTimeField(
         null=True, blank=True, help_text="VTEX answered 429: no call to this account before this time"
     )
+    # Not vtex_paused_until: a 404 feed must not stop the account's other calls (orders the hook brings).
+    feed_retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="The feed answered 404: the polling job reads it again at this time"
+    )
+    feed_retry_seconds = models.PositiveIntegerField(
+        default=0, help_text="The current wait between reads of a 404 feed (doubles up to 10 min; 0: not waiting)"
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -107,6 +114,12 @@ class FeedConfig(models.Model):
     vtex_quantity = models.IntegerField(null=True, blank=True)
     vtex_oldest_age_seconds = models.FloatField(null=True, blank=True)
     vtex_checked_at = models.DateTimeField(null=True, blank=True)
+    # The order hook the hub keeps on VTEX (same filter): set by a push, cleared by a delete, checked by a job.
+    hook_pushed_at = models.DateTimeField(null=True, blank=True, help_text="Last hook push VTEX accepted")
+    hook_present = models.BooleanField(null=True, blank=True, help_text="Whether VTEX still had the hook when checked")
+    hook_checked_at = models.DateTimeField(null=True, blank=True)
+    # Newest first: VTEX removing the feed or the hook, and each re-apply (ours, with VTEX's answer quoted).
+    vtex_log = models.TextField(blank=True)
 
     def __str__(self) -> str:
         return f"Feed of {self.store}"

@@ -9,13 +9,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from feeds.handles import DEFAULT_VISIBILITY_SECONDS, commit_margin, events_live, visibility_of
 from feeds.leases import lease_acquire, lease_release, lease_renew, store_pull_lease
@@ -29,6 +30,10 @@ MAXLOT = 10
 COMMIT_RETRY_FIRST_SECONDS = 0.2
 COMMIT_RETRY_MAX_SECONDS = 30.0
 COMMIT_TRIES_UNREACHABLE = 3  # refused, DNS, TLS: seldom fixed within seconds, and the next pull retries
+# A feed answering 404 is read again after 30 s, then 1, 2, 4, 8 min, then every 10 min, until it answers.
+FEED_RETRY_FIRST_SECONDS = 30
+FEED_RETRY_MAX_SECONDS = 600
+VTEX_LOG_LINES = 30
 
 
 # What to check, by what went wrong. The flags are connect_store's.
@@ -285,7 +290,7 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport,
         return "error"
     report.answered.append(store.pk)
     if not items:
-        _store_health(store, feed_status=Store.FeedStatus.OK, feed_error="", last_pull_at=timezone.now())
+        _store_health(store, **_feed_answered())
         return "empty"
     events = events_store_batch(store=store, items=items)
     report.read += len(items)
@@ -305,8 +310,14 @@ def feed_read_once(*, store: Store, client: VtexClient, report: PullReport,
             return "error"
     FeedEvent.objects.filter(pk__in=[event.pk for event in events if event.handle]).update(committed_at=timezone.now())
     report.committed += len(handles)
-    _store_health(store, feed_status=Store.FeedStatus.OK, feed_error="", last_pull_at=timezone.now())
+    _store_health(store, **_feed_answered())
     return "items"
+
+
+def _feed_answered() -> dict[str, Any]:
+    """The store's health after a feed read that succeeded: any 404 backoff ends."""
+    return {"feed_status": Store.FeedStatus.OK, "feed_error": "", "last_pull_at": timezone.now(),
+            "feed_retry_at": None, "feed_retry_seconds": 0}
 
 
 def _feed_refused(store: Store, report: PullReport, exc: VtexError) -> str:
@@ -314,10 +325,85 @@ def _feed_refused(store: Store, report: PullReport, exc: VtexError) -> str:
     status = {404: Store.FeedStatus.NOT_CONFIGURED, 401: Store.FeedStatus.UNAUTHORIZED,
               403: Store.FeedStatus.UNAUTHORIZED}.get(exc.status or 0, Store.FeedStatus.FAILING)
     message = "the feed is not configured on VTEX for this appKey" if exc.status == 404 else str(exc)
+    if exc.status == 404:
+        feed_backoff_start(store=store)
+        feed_not_found(store=store, message=message)  # before _store_health: it looks at the previous status
     _store_health(store, feed_status=status, feed_error=message[:1000])
     report.errors.append(message)
     report.blocked.append(f"{store.name}: {message}")
     return "error"
+
+
+def feed_backoff_start(*, store: Store) -> int:
+    """A 404 feed: the polling job waits before reading it again, twice as long each time. Returns the wait.
+
+    Several readers of one feed get the 404 together: only the first one past the last wait doubles it.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        row = (Store.objects.select_for_update().filter(pk=store.pk)
+               .values_list("feed_retry_at", "feed_retry_seconds").first())
+        if row is None:
+            return 0
+        retry_at, seconds = row
+        if retry_at is None or retry_at <= now:
+            seconds = FEED_RETRY_FIRST_SECONDS if not seconds else min(2 * seconds, FEED_RETRY_MAX_SECONDS)
+            retry_at = now + timedelta(seconds=seconds)
+            Store.objects.filter(pk=store.pk).update(feed_retry_at=retry_at, feed_retry_seconds=seconds)
+            log.info("store %s: the feed answered 404; next read in %d s", store.name, seconds)
+    store.feed_retry_at, store.feed_retry_seconds = retry_at, seconds
+    return seconds
+
+
+def feed_backoff_clear(*, store_id: int) -> None:
+    """Read the feed at once again (its configuration was just pushed)."""
+    Store.objects.filter(pk=store_id).update(feed_retry_at=None, feed_retry_seconds=0)
+
+
+def feed_known_to_vtex(*, last_pull_at: datetime | None, config: FeedConfig | None) -> bool:
+    """Whether VTEX had this store's feed once: the hub read it, or VTEX accepted the hub's push.
+
+    So a 404 means VTEX removed it, rather than that nobody has configured it yet.
+    """
+    pushed = config is not None and config.pushed_at is not None and not config.vtex_answer.startswith("REFUSED")
+    return last_pull_at is not None or pushed
+
+
+def feed_was_configured(*, store_id: int) -> bool:
+    """feed_known_to_vtex, read from the database."""
+    last_pull_at = Store.objects.filter(pk=store_id).values_list("last_pull_at", flat=True).first()
+    return feed_known_to_vtex(last_pull_at=last_pull_at, config=FeedConfig.objects.filter(store_id=store_id).first())
+
+
+def feed_not_found(*, store: Store, message: str) -> bool:
+    """Mark the store's feed as missing on VTEX; the first time (True) the detection is logged and noted.
+
+    A feed VTEX had and now answers 404 for was removed (VTEX deletes a feed that sees no event for its
+    whole retention): with HUB_AUTO_REAPPLY_CONFIG on, the hub's copy is pushed again by a queued job.
+    """
+    first = (Store.objects.filter(pk=store.pk).exclude(feed_status=Store.FeedStatus.NOT_CONFIGURED)
+             .update(feed_status=Store.FeedStatus.NOT_CONFIGURED, feed_error=message[:1000]) == 1)
+    if not first:
+        return False
+    removed = feed_was_configured(store_id=store.pk)
+    text = ("feed configuration missing on VTEX (a feed read answered 404): VTEX removed it" if removed
+            else "no feed configuration on VTEX (a feed read answered 404): save the feed config to push it")
+    log.warning("store %s: %s", store.name, text)
+    vtex_log_add(store_id=store.pk, text=text)
+    if removed and getattr(settings, "HUB_AUTO_REAPPLY_CONFIG", False):
+        async_task("feeds.tasks.reapply_config", store.pk, "feed", task_name=f"re-apply feed of {store.name}")
+    return True
+
+
+def vtex_log_add(*, store_id: int, text: str) -> None:
+    """One line on top of the FeedConfig's timeline of VTEX-side events (removals, re-applies)."""
+    stamp = timezone.localtime(timezone.now())
+    line = f"{stamp:%Y-%m-%d %H:%M:%S} {stamp.tzname()} {text}".replace("\n", " ")
+    with transaction.atomic():
+        config = FeedConfig.objects.select_for_update().filter(store_id=store_id).only("pk", "vtex_log").first()
+        if config is not None:
+            lines = [line, *config.vtex_log.splitlines()][:VTEX_LOG_LINES]
+            FeedConfig.objects.filter(pk=config.pk).update(vtex_log="\n".join(lines))
 
 
 def events_commit_stored(*, store: Store, client: VtexClient, visibility: int, before: datetime, deadline: float,
@@ -353,6 +439,12 @@ def _seconds_paused(store: Store) -> float:
     return max(0.0, (until - timezone.now()).total_seconds()) if until else 0.0
 
 
+def _seconds_to_retry(store: Store) -> float:
+    """How long a 404 feed waits before the polling job reads it again (feed_backoff_start)."""
+    until = Store.objects.filter(pk=store.pk).values_list("feed_retry_at", flat=True).first()
+    return max(0.0, (until - timezone.now()).total_seconds()) if until else 0.0
+
+
 def feed_read_loop(*, store: Store, deadline: float, until_empty: bool,
                    stored_before: datetime | None = None, stopping: Callable[[], bool] | None = None) -> PullReport:
     """One reader: read, store, commit, again. Several run side by side on one feed, like SQS consumers.
@@ -374,6 +466,11 @@ def feed_read_loop(*, store: Store, deadline: float, until_empty: bool,
                 events_commit_stored(store=store, client=client, visibility=visibility, before=stored_before,
                                      deadline=deadline, report=report, stopping=stopping)
                 stored_before = None
+                continue
+            # Only the polling job backs off: `sync` and "Pull now" are a person asking for one read now.
+            if not until_empty and (waiting := _seconds_to_retry(store)):
+                # Looked at again each poll interval (a database read, not a VTEX call): a re-apply ends it.
+                time.sleep(min(waiting, left, settings.HUB_IDLE_POLL_SECONDS))
                 continue
             result = feed_read_once(store=store, client=client, report=report, visibility=visibility,
                                     deadline=deadline, stopping=stopping)

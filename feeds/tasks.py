@@ -9,6 +9,7 @@ from django.conf import settings
 from feeds.job_control import schedule_paused
 from feeds.jobs import job_continue
 from feeds.leases import lease_release, lease_take
+from feeds.models import Store
 from feeds.services import feeds_pull
 
 
@@ -37,10 +38,23 @@ def pull_store(store_id: int) -> str:
 
 
 def refresh_queue_status() -> str:
-    """Scheduled every 5 minutes: store VTEX's queue size and oldest message age for the dashboard."""
+    """Scheduled every 5 minutes: VTEX's queue size and oldest message age for the dashboard, whether VTEX
+    still has each hook the hub keeps, and (HUB_AUTO_REAPPLY_CONFIG) re-applying what VTEX removed."""
     # Imported here so that this task stays one self-contained block at the end of the module.
-    from feeds.queue_status import queue_check_error, queue_status_refresh_all
+    from feeds.queue_status import queue_check_error, queue_status_refresh_all, vtex_configs_watch
 
     configs = queue_status_refresh_all()
     failed = [config for config in configs if queue_check_error(config)]
-    return f"checked {len(configs)} feed queue(s), {len(failed)} failed"
+    watched = vtex_configs_watch().summary()
+    return f"checked {len(configs)} feed queue(s), {len(failed)} failed" + (f"; {watched}" if watched else "")
+
+
+def reapply_config(store_id: int, what: str) -> str:
+    """Queued when a feed read finds the feed gone and HUB_AUTO_REAPPLY_CONFIG is on: push the hub's copy again."""
+    from feeds.queue_status import AUTO, config_reapply  # as above
+
+    store = Store.objects.filter(pk=store_id, enabled=True).first()
+    if store is None:
+        return f"store {store_id} is gone or disabled: nothing re-applied"
+    result = config_reapply(store=store, what=what, by=AUTO)
+    return f"{what} of {store.name} re-applied: {'ok' if result.ok else 'refused'}"

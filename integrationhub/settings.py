@@ -194,6 +194,7 @@ HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
 HUB_ERP_CONNECTORS = env.list("HUB_ERP_CONNECTORS", default=["orders.erp.HttpErpConnector"])
 # The hub's public https address: VTEX's order hook calls HUB_PUBLIC_URL/hooks/vtex/<store>/. Empty: no hook push.
 HUB_PUBLIC_URL = env("HUB_PUBLIC_URL", default="")
+HUB_AUTO_REAPPLY_CONFIG = env.bool("HUB_AUTO_REAPPLY_CONFIG", default=False)  # re-push a feed/hook config VTEX removed
 
 HUB_RECONCILE_MINUTES = env.int("HUB_RECONCILE_MINUTES", default=15)  # reconcile_orders schedule (setup_schedules)
 HUB_RECONCILE_MIN_AGE_MINUTES = env.float("HUB_RECONCILE_MIN_AGE_MINUTES", default=10.0)  # VTEX's list lags ~4 min

@@ -17,8 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from feeds.handles import events_owed, visibility_of
-from feeds.models import FeedConfig, Store
+from feeds.models import FeedConfig, FeedEvent, HookRejection, Store
 from feeds.queue_status import queue_check_error
+from feeds.services import feed_known_to_vtex
 from orders.models import OrderSync, SyncAttempt
 
 DEFAULT_RETENTION_SECONDS = 345_600  # VTEX's minimum, 4 days: what a store without a FeedConfig has
@@ -390,6 +391,13 @@ def queue_view(config: FeedConfig | None, *, now: datetime | None = None) -> Que
 def dashboard_build(*, now: datetime | None = None) -> Dashboard:
     """Everything the dashboard shows, in five queries whatever the number of stores and orders."""
     now = now or timezone.now()
+    handled, failures = hourly_activity(now)
+    return Dashboard(now=now, stores=store_healths(now=now), handled_per_hour=handled, failures_per_hour=failures)
+
+
+def store_healths(*, now: datetime) -> list[StoreHealth]:
+    """Every store's figures (verdict, job ages, counts, backlog, queue) in four queries: the dashboard's, and
+    what orders.health_signals and orders.metrics read, so every outlet tells the same story."""
     stores = _stores(now)
     counts, pending, events = _state_counts(), _pending_work(), _uncommitted_events(now, stores)
     base = reverse("admin:orders_ordersync_changelist")
@@ -413,8 +421,7 @@ def dashboard_build(*, now: datetime | None = None) -> Dashboard:
             backlog=_backlog(now, pending.get(store.pk), events.get(store.pk), config),
             queue=queue_view(config, now=now),
         ))
-    handled, failures = hourly_activity(now)
-    return Dashboard(now=now, stores=healths, handled_per_hour=handled, failures_per_hour=failures)
+    return healths
 
 
 # --- the order page -------------------------------------------------------------------------------
@@ -449,3 +456,84 @@ def order_queued_work(timeline: list[SyncAttempt], *, now: datetime | None = Non
             return QueuedWork(label=label, requested_at=last.created_at,
                               waited_seconds=_age(now or timezone.now(), last.created_at) or 0.0)
     return None
+
+
+# --- which source delivered what, and VTEX's side of the configurations (issue 8) ----------------------
+SOURCE_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class SourceCounts:
+    """One store's events of the last 24 h by source, first sightings apart (duplicate_of empty)."""
+
+    hook: int
+    feed: int
+    hook_first: int
+    feed_first: int  # the feed saw these before the hook did, or the hook never did
+    duplicates: int  # repeats of an event already stored, from either source
+
+
+@dataclass(frozen=True)
+class VtexSide:
+    """Whether VTEX still has the hub's feed and hook configurations, as last seen, and hook refusals."""
+
+    config_id: int | None  # the FeedConfig re-apply pushes; None: the store has none
+    sources: SourceCounts
+    rejections: list[tuple[str, int, datetime]]  # (reason label, count, last) since counting began
+    feed: str  # "present", "missing", "removed" (VTEX had it) or "unknown" (not read yet)
+    feed_retry_at: datetime | None  # while missing: the next read of the polling job
+    hook: str  # "present", "missing", "unchecked" (pushed, not checked yet) or "unused"
+    hook_checked_at: datetime | None
+    last_event: str  # the newest line of the FeedConfig's VTEX-side timeline (quotes VTEX: mask it)
+
+
+def vtex_side_build(*, now: datetime | None = None) -> dict[int, VtexSide]:
+    """Per store, by id: sources, hook refusals and configurations on VTEX, in three queries whatever the size."""
+    now = now or timezone.now()
+    counts: dict[int, dict[str, dict[str, int]]] = {}
+    rows = (FeedEvent.objects.filter(received_at__gte=now - SOURCE_WINDOW).values("store_id", "source")
+            .annotate(n=Count("id"),
+                      first=Count("id", filter=Q(duplicate_of__isnull=True) & ~Q(outcome=FeedEvent.Outcome.MALFORMED)),
+                      repeats=Count("id", filter=Q(duplicate_of__isnull=False)))
+            .order_by())
+    for row in rows:
+        counts.setdefault(row["store_id"], {})[row["source"]] = row
+    rejections: dict[int, list[tuple[str, int, datetime]]] = {}
+    for rejection in HookRejection.objects.filter(store__isnull=False).order_by("-count", "reason"):
+        rejections.setdefault(rejection.store_id, []).append(
+            (rejection.get_reason_display(), rejection.count, rejection.last_at))
+    side = {}
+    for store in Store.objects.select_related("feed_config"):
+        config = _config_of(store)
+        by_source = counts.get(store.pk, {})
+        hook, feed = by_source.get(FeedEvent.Source.HOOK, {}), by_source.get(FeedEvent.Source.FEED, {})
+        side[store.pk] = VtexSide(
+            config_id=config.pk if config else None,
+            sources=SourceCounts(hook=hook.get("n", 0), feed=feed.get("n", 0), hook_first=hook.get("first", 0),
+                                 feed_first=feed.get("first", 0),
+                                 duplicates=hook.get("repeats", 0) + feed.get("repeats", 0)),
+            rejections=rejections.get(store.pk, []),
+            feed=_feed_on_vtex(store, config, feed_known_to_vtex(last_pull_at=store.last_pull_at, config=config)),
+            feed_retry_at=store.feed_retry_at if store.feed_retry_at and store.feed_retry_at > now else None,
+            hook=hook_on_vtex(config),
+            hook_checked_at=config.hook_checked_at if config else None,
+            last_event=(config.vtex_log.split("\n", 1)[0] if config else ""),
+        )
+    return side
+
+
+def _feed_on_vtex(store: Store, config: FeedConfig | None, known: bool) -> str:
+    if store.feed_status == Store.FeedStatus.NOT_CONFIGURED:
+        return "removed" if known else "missing"
+    if store.feed_status == Store.FeedStatus.UNKNOWN:
+        return "unknown"
+    return "present" if store.last_pull_at else "unknown"
+
+
+def hook_on_vtex(config: FeedConfig | None) -> str:
+    """The hook as the hub last saw it: "present", "missing", "unchecked" (pushed, not checked yet) or "unused"."""
+    if config is None or (config.hook_pushed_at is None and not config.hook_present):
+        return "unused"
+    if config.hook_present is None:
+        return "unchecked"
+    return "present" if config.hook_present else "missing"

@@ -11,13 +11,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 
-from integrationhub.personal_data import PersonalDataAdminMixin, mask_personal_data, shown
-from orders.dashboard import QUEUE_EXPLAINED, QUEUE_SOURCE, queue_view, when
+from integrationhub.personal_data import PersonalDataAdminMixin, for_user, mask_personal_data, shown
+from orders.dashboard import QUEUE_EXPLAINED, QUEUE_SOURCE, hook_on_vtex, queue_view, when
 from orders.models import OrderSync, SyncAttempt
 
 from feeds.expressions import CPU_SECONDS, EXPRESSION_MAX_CHARS, VALUE_CHARS, WALL_SECONDS
@@ -29,12 +30,12 @@ from feeds.feed_config import (
     VISIBILITY_MAX,
     VISIBILITY_MIN,
     feed_config_load,
-    feed_config_push,
     jsonata_check,
     jsonata_test,
 )
+from feeds.hook_config import hook_config_delete, hook_config_load, hook_config_push, hook_status
 from feeds.models import FeedConfig
-from feeds.queue_status import queue_status_record
+from feeds.queue_status import REAPPLIABLE, config_reapply, feed_config_apply, queue_status_record
 
 
 # Shown on the tester page, so a "too slow" answer is no surprise.
@@ -167,12 +168,12 @@ class FeedConfigAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     search_fields = ["store__name", "store__account"]
     list_select_related = ["store"]
     # VTEX's answer is third-party text (masked by `shown`); the queue figures read as on every other page.
-    readonly_fields = ["pushed_shown", "vtex_answer_shown", "vtex_queue"]
+    readonly_fields = ["pushed_shown", "vtex_answer_shown", "vtex_queue", "hook_shown", "vtex_log_shown"]
     fieldsets = [
         (None, {"fields": ["store"]}),
         ("Filter", {"fields": ["filter_type", "statuses", "expression", "disable_single_fire"]}),
         ("Queue", {"fields": ["visibility_timeout_seconds", "retention_seconds"]}),
-        ("VTEX", {"fields": ["pushed_shown", "vtex_answer_shown", "vtex_queue"]}),
+        ("VTEX", {"fields": ["pushed_shown", "vtex_answer_shown", "vtex_queue", "hook_shown", "vtex_log_shown"]}),
     ]
 
     @admin.display(description="VTEX's answer")
@@ -187,6 +188,21 @@ class FeedConfigAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     @admin.display(description="Pushed to VTEX", ordering="pushed_at")
     def pushed_shown(self, obj: FeedConfig) -> str:
         return when(obj.pushed_at) if obj.pushed_at else "never"
+
+    @admin.display(description="Order hook")
+    def hook_shown(self, obj: FeedConfig) -> str:
+        if obj.pk is None:
+            return "—"
+        return format_html('{} <a href="{}">Order hook…</a>', hook_text(obj),
+                           reverse("admin:feeds_feedconfig_hook", args=[obj.pk]))
+
+    @admin.display(description="VTEX-side events")
+    def vtex_log_shown(self, obj: FeedConfig) -> str:
+        # Re-apply lines quote VTEX's answer: third-party text, masked like VTEX's answer above.
+        text = shown(obj, obj.vtex_log)
+        if not text:
+            return "—"
+        return format_html('<pre id="hub-vtex-log" style="margin:0;white-space:pre-wrap">{}</pre>', text)
 
     @admin.display(description=QUEUE_SOURCE)
     def vtex_queue(self, obj: FeedConfig) -> str:
@@ -208,12 +224,19 @@ class FeedConfigAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
 
     @staticmethod
     def _push(request: HttpRequest, config: FeedConfig, by: str) -> None:
-        result = feed_config_push(config=config, by=by)
+        applied = feed_config_apply(config=config, by=by)
+        result = applied.feed
         if result.ok:
-            messages.success(request, f"Pushed to VTEX. {result.message}")
+            messages.success(request, f"Pushed to VTEX. {for_user(request.user, result.message)}")
         else:
             messages.error(request, f"Saved in the hub, but VTEX did NOT take this configuration "
-                                    f"(it keeps its previous one). {result.message}")
+                                    f"(it keeps its previous one). {for_user(request.user, result.message)}")
+        if applied.hook is not None:  # the hub keeps a hook with the same filter: pushed along
+            text = for_user(request.user, applied.hook.message)
+            if applied.hook.ok:
+                messages.success(request, f"Order hook pushed with the same filter. {text}")
+            else:
+                messages.error(request, f"The order hook still has the previous filter: VTEX did NOT take it. {text}")
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
@@ -221,6 +244,12 @@ class FeedConfigAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
             path("<path:object_id>/load-from-vtex/", wrap(self.load_view), name="feeds_feedconfig_load"),
             path("<path:object_id>/test-expression/", wrap(self.test_expression_view),
                  name="feeds_feedconfig_test_expression"),
+            # Before hook/: a <path:> id would take "12/reapply" and leave "hook/" to that pattern.
+            path("<path:object_id>/reapply/<str:what>/", wrap(self.reapply_view), name="feeds_feedconfig_reapply"),
+            path("<path:object_id>/hook/", wrap(self.hook_view), name="feeds_feedconfig_hook"),
+            path("<path:object_id>/hook/push/", wrap(self.hook_push_view), name="feeds_feedconfig_hook_push"),
+            path("<path:object_id>/hook/load/", wrap(self.hook_load_view), name="feeds_feedconfig_hook_load"),
+            path("<path:object_id>/hook/delete/", wrap(self.hook_delete_view), name="feeds_feedconfig_hook_delete"),
             *super().get_urls(),
         ]
 
@@ -229,6 +258,13 @@ class FeedConfigAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
         if config is None:
             raise Http404("no such feed configuration")
         if not self.has_view_permission(request, config):
+            raise PermissionDenied
+        return config
+
+    def _changeable(self, request: HttpRequest, object_id: str) -> FeedConfig:
+        """For the buttons that call VTEX: feeds.change_feedconfig, checked here whatever the page showed."""
+        config = self._viewable(request, object_id)
+        if not self.has_change_permission(request, config):
             raise PermissionDenied
         return config
 
@@ -288,3 +324,78 @@ class FeedConfigAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
                            change: bool = False, form_url: str = "", obj: FeedConfig | None = None) -> TemplateResponse:
         context["may_test_expressions"] = obj is not None and self.may_test_expressions(request, obj)
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    # --- the order hook: same filter, its own page ----------------------------------------------------
+
+    def hook_view(self, request: HttpRequest, object_id: str, *, loaded: Any = None) -> TemplateResponse:
+        """What the hub would push and what it last saw on VTEX. Calls nothing; the buttons POST."""
+        config = self._viewable(request, object_id)
+        context: dict[str, Any] = {}
+        if loaded is not None:
+            # VTEX's copy is third-party data: masked for staff without the personal-data permission.
+            context = {"loaded": loaded, "loaded_message": for_user(request.user, loaded.message),
+                       "vtex_json": _json(for_user(request.user, loaded.vtex)), "hub_json": _json(loaded.hub),
+                       "drift_rows": [{"label": d.label, "hub": _shown(for_user(request.user, d.hub)),
+                                       "vtex": _shown(for_user(request.user, d.vtex))} for d in loaded.drift]}
+        return self._render(request, "hook.html", config, title=f"{config.store}: order hook",
+                            status=hook_status(config=config),
+                            may_change=self.has_change_permission(request, config), **context)
+
+    def hook_push_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        config = self._changeable(request, object_id)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        result = hook_config_push(store=config.store, by=request.user.get_username())
+        _report(request, result.ok, "Hook pushed to VTEX. " if result.ok else "VTEX did NOT take the hook. ",
+                result.message)
+        return HttpResponseRedirect(reverse("admin:feeds_feedconfig_hook", args=[config.pk]))
+
+    def hook_load_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        config = self._changeable(request, object_id)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        loaded = hook_config_load(store=config.store)
+        return self.hook_view(request, object_id, loaded=loaded)
+
+    def hook_delete_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: the confirmation page; POST: delete the hook on VTEX (the feed is left alone)."""
+        config = self._changeable(request, object_id)
+        if request.method != "POST":
+            return self._render(request, "hook_delete.html", config, title=f"{config.store}: delete the order hook?",
+                                status=hook_status(config=config))
+        result = hook_config_delete(store=config.store, by=request.user.get_username())
+        _report(request, result.ok, "" if result.ok else "The hook was NOT deleted. ", result.message)
+        return HttpResponseRedirect(reverse("admin:feeds_feedconfig_hook", args=[config.pk]))
+
+    def reapply_view(self, request: HttpRequest, object_id: str, what: str) -> HttpResponse:
+        """The dashboard's one-click *Re-apply*: push the hub's copy of the feed or hook configuration again."""
+        config = self._changeable(request, object_id)
+        if what not in REAPPLIABLE:
+            raise Http404("nothing of that name to re-apply")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        result = config_reapply(store=config.store, what=what, by=request.user.get_username())
+        _report(request, result.ok, f"{what.capitalize()} of {config.store} re-applied. " if result.ok
+                else f"VTEX did NOT take the {what} of {config.store}. ", result.message)
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+            back = reverse("admin:index")
+        return HttpResponseRedirect(back)
+
+
+def _report(request: HttpRequest, ok: bool, lead: str, message: str) -> None:
+    """VTEX's answer as a message, masked for staff without the personal-data permission."""
+    (messages.success if ok else messages.error)(request, lead + for_user(request.user, message))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) if value is not None else ""
+
+
+def hook_text(config: FeedConfig) -> str:
+    """The hook in a few words, in the dashboard's terms (orders.dashboard.hook_on_vtex)."""
+    return {"present": f"on VTEX (checked {when(config.hook_checked_at)})",
+            "missing": f"missing on VTEX (checked {when(config.hook_checked_at)})",
+            "unchecked": f"pushed {when(config.hook_pushed_at)}, not checked since",
+            "unused": "not used (never pushed by the hub)"}[hook_on_vtex(config)]

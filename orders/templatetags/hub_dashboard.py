@@ -11,7 +11,17 @@ from django.urls import NoReverseMatch, reverse
 
 from integrationhub.personal_data import for_user
 from orders.charts import bar_chart_svg
-from orders.dashboard import QUEUE_EXPLAINED, QUEUE_SOURCE, StoreHealth, age_text, ago, dashboard_build, when
+from orders.dashboard import (
+    QUEUE_EXPLAINED,
+    QUEUE_SOURCE,
+    StoreHealth,
+    VtexSide,
+    age_text,
+    ago,
+    dashboard_build,
+    vtex_side_build,
+    when,
+)
 
 register = template.Library()
 
@@ -21,6 +31,18 @@ class DashboardRow:
     health: StoreHealth
     run_pull_url: str  # "" hides the button
     run_dispatch_url: str
+    side: VtexSide | None = None  # sources of the last 24 h, hook refusals, configurations on VTEX
+    reapply_feed_url: str = ""  # "" hides the button (no feeds.change_feedconfig, or nothing to re-apply)
+    reapply_hook_url: str = ""
+
+
+def _reapply_urls(side: VtexSide | None) -> tuple[str, str]:
+    """*Re-apply* for what VTEX no longer has: the hub's copy is pushed again (feeds.change_feedconfig)."""
+    if side is None or side.config_id is None:
+        return "", ""
+    feed = side.feed in ("missing", "removed")
+    return (reverse("admin:feeds_feedconfig_reapply", args=[side.config_id, "feed"]) if feed else "",
+            reverse("admin:feeds_feedconfig_reapply", args=[side.config_id, "hook"]) if side.hook == "missing" else "")
 
 
 def _run_urls(store_id: int) -> tuple[str, str]:
@@ -39,7 +61,11 @@ def hub_dashboard(context: template.Context) -> dict[str, Any]:
         return {"show": False}
     board = dashboard_build()
     can_run = user.has_perm("feeds.run_jobs")
-    rows = [DashboardRow(health, *(_run_urls(health.store_id) if can_run else ("", ""))) for health in board.stores]
+    sides = vtex_side_build(now=board.now)
+    can_reapply = user.has_perm("feeds.change_feedconfig")
+    rows = [DashboardRow(health, *(_run_urls(health.store_id) if can_run else ("", "")), sides.get(health.store_id),
+                         *(_reapply_urls(sides.get(health.store_id)) if can_reapply else ("", "")))
+            for health in board.stores]
     return {
         "show": True,
         "viewer": user,  # for the |personal filter: error texts quote VTEX and the ERP

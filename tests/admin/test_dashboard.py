@@ -26,7 +26,7 @@ from feeds.services import feeds_pull
 from feeds.stores import store_connect
 from feeds.tasks import refresh_queue_status
 from orders.charts import bar_chart_svg
-from orders.dashboard import dashboard_build
+from orders.dashboard import dashboard_build, vtex_side_build
 from orders.models import OrderSync, SyncAttempt
 from sandbox.server import Sandbox
 from tests.conftest import TOKEN
@@ -319,13 +319,16 @@ def test_a_429_on_the_queue_check_pauses_the_store(sandbox, store):
 
 
 def test_setup_schedules_adds_the_queue_status_job_every_five_minutes(transactional_db):
-    assert schedules_setup() == ["pull_feeds", "dispatch_orders", "refresh_queue_status"]
+    assert schedules_setup() == ["pull_feeds", "dispatch_orders", "refresh_queue_status", "reconcile_orders",
+                                 "evaluate_alerts"]
     assert schedules_setup() == []
     rows = {s.name: (s.func, s.schedule_type, s.minutes, s.repeats) for s in Schedule.objects.all()}
     assert rows == {
         "pull_feeds": ("feeds.tasks.pull_feeds", Schedule.MINUTES, 1, -1),
         "dispatch_orders": ("orders.tasks.dispatch_orders", Schedule.MINUTES, 1, -1),
         "refresh_queue_status": ("feeds.tasks.refresh_queue_status", Schedule.MINUTES, 5, -1),
+        "reconcile_orders": ("orders.tasks.reconcile_orders", Schedule.MINUTES, 15, -1),
+        "evaluate_alerts": ("orders.tasks.evaluate_alerts", Schedule.MINUTES, 1, -1),
     }
 
 
@@ -425,3 +428,6 @@ def test_the_dashboard_costs_the_same_queries_for_more_stores_and_orders(sandbox
     with CaptureQueriesContext(connection) as queries:
         dashboard_build()
     assert len(queries) == 5
+    with CaptureQueriesContext(connection) as queries:
+        vtex_side_build()  # the page's sources and configurations on VTEX (issue 8)
+    assert len(queries) == 3

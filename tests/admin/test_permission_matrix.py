@@ -29,7 +29,7 @@ from django_q.tasks import async_task
 
 from feeds.jobs import RUNNABLE
 from feeds.models import ErpConnection, FeedConfig, FeedEvent, Store
-from orders.models import OrderSync, SyncAttempt
+from orders.models import Alert, AlertChannel, OrderSync, SyncAttempt
 from orders.services.staff import ACTIONS
 from tests.admin.conftest import action_ran
 
@@ -82,6 +82,9 @@ FACTORIES: dict[str, Callable[[], Model]] = {
     "orders.ordersync": _order,
     "orders.syncattempt": lambda: SyncAttempt.objects.create(order=_order(), step="erp_send", outcome="failed",
                                                              message="refused"),
+    "orders.alertchannel": lambda: AlertChannel.objects.create(kind="webhook", target="https://hooks.example.com/T/s"),
+    "orders.alert": lambda: Alert.objects.create(store=_store(), kind="jobs", severity="critical", message="Down",
+                                                 first_at=timezone.now()),
 }
 
 
@@ -123,6 +126,27 @@ CUSTOM_VIEWS: dict[str, dict[str, CustomView]] = {
     "feeds_feedconfig_test_expression": {
         "POST": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_feedconfig"), allowed_status=200,
                            data={"expression": 'status = "handling"', "order_id": "ORD-1"}),
+    },
+    # Issue 8, feeds/admin/feed_config.py: the order hook page reads; its buttons call VTEX with change rights.
+    "feeds_feedconfig_hook": {
+        "GET": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.view_feedconfig"), method="get",
+                          allowed_status=200, reads=True),
+    },
+    "feeds_feedconfig_hook_push": {
+        "POST": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_feedconfig")),
+    },
+    "feeds_feedconfig_hook_load": {
+        "POST": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_feedconfig"), allowed_status=200),
+    },
+    "feeds_feedconfig_hook_delete": {
+        "GET": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_feedconfig"), method="get",
+                          allowed_status=200),
+        "POST": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_feedconfig")),
+    },
+    "feeds_feedconfig_reapply": {
+        what: CustomView(args=lambda obj, what=what: [obj.pk, what], may=_perm("feeds.change_feedconfig"),
+                         data={"next": "/admin/"})
+        for what in ("feed", "hook")
     },
     # django.contrib.auth's UserAdmin: the password form is a change of that user.
     "auth_user_password_change": {
