@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from sandbox.server import Sandbox
@@ -15,18 +13,6 @@ from tests.sandbox.vtex_client import Vtex
 
 SPEC = Path(__file__).with_name("orders-api.openapi.json")
 LIST = "/api/oms/pvt/orders"
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    sb = Sandbox(seed=42, shuffle=False).start()
-    yield sb
-    sb.stop()
-
-
-@pytest.fixture
-def vtex(sandbox: Sandbox) -> Vtex:
-    return Vtex(sandbox)
 
 
 def list_orders(vtex: Vtex, **params: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,18 +20,6 @@ from tests.sandbox.vtex_client import ISO_7_DIGITS_Z, Vtex, fixture
 
 FROM_WORKFLOW = {"type": "FromWorkflow", "status": ["ready-for-handling", "handling", "cancel", "canceled"]}
 QUEUE = {"visibilityTimeoutInSeconds": 250, "MessageRetentionPeriodInSeconds": 345600}
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    sb = Sandbox(seed=42, shuffle=False).start()
-    yield sb
-    sb.stop()
-
-
-@pytest.fixture
-def vtex(sandbox: Sandbox) -> Vtex:
-    return Vtex(sandbox)
 
 
 def erp_post(sandbox: Sandbox, key: str | None, order_id: str = "1000000000001-01", **kwargs: Any) -> requests.Response:
