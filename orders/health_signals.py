@@ -45,10 +45,13 @@ def _minutes(name: str, default: float) -> timedelta:
     return timedelta(minutes=float(getattr(settings, name, default)))
 
 
-def health_signals(*, now: datetime | None = None) -> list[Signal]:
-    """Every early warning firing now, for every enabled store (a disabled store is switched off on purpose)."""
+def health_signals(*, now: datetime | None = None, healths: list[StoreHealth] | None = None) -> list[Signal]:
+    """Every early warning firing now, for every enabled store (a disabled store is switched off on purpose).
+
+    `healths`: the store figures when the caller has them already (the dashboard), so both show the same.
+    """
     now = now or timezone.now()
-    healths = [health for health in store_healths(now=now) if health.enabled]
+    healths = [health for health in (store_healths(now=now) if healths is None else healths) if health.enabled]
     growth = _attention_growth(now)
     erp = _erp_streaks(now)
     signals: list[Signal] = []

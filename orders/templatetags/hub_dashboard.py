@@ -22,6 +22,7 @@ from orders.dashboard import (
     vtex_side_build,
     when,
 )
+from orders.health_signals import health_signals
 
 register = template.Library()
 
@@ -68,6 +69,8 @@ def hub_dashboard(context: template.Context) -> dict[str, Any]:
             for health in board.stores]
     return {
         "show": True,
+        # The alerts' own signals, from the figures above: the dashboard warns of what an alert would say.
+        "warnings": health_signals(now=board.now, healths=board.stores),
         "viewer": user,  # for the |personal filter: error texts quote VTEX and the ERP
         "here": request.get_full_path(),  # Pull now / Dispatch now come back to this page
         "queue_source": QUEUE_SOURCE,

@@ -159,6 +159,7 @@ def test_pull_and_dispatch_turn_late_then_down_when_they_stop_succeeding(sandbox
     assert (page.text("acme/verdict"), page.text("acme/verdict-cause")) == ("OK", "pulls and dispatches are succeeding")
     assert "acme/pull" not in page.attrs and "acme/dispatch" not in page.attrs  # a job tag only when late or down
     assert re.fullmatch(r"\d+ s ago", page.text("acme/pull-age"))
+    assert "acme/warning/jobs" not in page.attrs and 'id="hub-warnings"' not in page.html
 
     now = timezone.now()
     Store.objects.update(last_pull_at=now - timedelta(seconds=200))
@@ -174,6 +175,9 @@ def test_pull_and_dispatch_turn_late_then_down_when_they_stop_succeeding(sandbox
     assert page.text("acme/dispatch-age") == "never"
     assert page.text("acme/verdict") == "Down"
     assert page.text("acme/verdict-cause") == "no successful pull for 16 min; no finished dispatch run yet"
+    # The early warning the alerts would send, from the same figures.
+    assert "Down: no successful pull for 16 min" in page.text("acme/warning/jobs")
+    assert 'class="hub-w-critical" data-hub="acme/warning/jobs"' in page.html
 
     settings.HUB_DOWN_AFTER_SECONDS = 2000  # the thresholds are settings
     assert _page(viewer_client).text("acme/pull") == "late"
