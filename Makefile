@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run serve test bench browsers clean
+.PHONY: install run serve test bench bench-hook browsers clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ test: install
 # where Django needs DJANGO_ALLOWED_HOSTS even though it serves no page.
 bench: install
 	HUB_SANDBOX=1 DJANGO_ALLOWED_HOSTS="$${DJANGO_ALLOWED_HOSTS:-localhost}" $(PY) scripts/bench.py $(BENCH_ARGS)
+
+# The order hook endpoint under gunicorn at a fixed rate (docs/performance.md); needs DATABASE_URL (PostgreSQL).
+bench-hook: install
+	$(PY) scripts/bench_hook.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var db.sqlite3 db.sqlite3-*

@@ -113,14 +113,16 @@ def run_qcluster(orders: int, timeout: float, started: float) -> tuple[float, fl
     return elapsed, cpu, finished
 
 
-def bench_database() -> tuple[str, callable]:
-    """A fresh database next to the configured one, and a function that drops it."""
-    url = os.environ.get("DATABASE_URL", "")
+def bench_database(url: str | None = None, suffix: str = "_bench") -> tuple[str, callable]:
+    """A fresh database next to `url` (default: DATABASE_URL), named `<its name><suffix>`, and a function that
+    drops it. Each script has its own suffix, so two benchmarks run at once do not drop each other's database."""
+    url = os.environ.get("DATABASE_URL", "") if url is None else url
     if url.startswith(("postgres://", "postgresql://")):
         import psycopg
 
         base, _, name = url.rpartition("/")
-        bench_name = f"{name.split('?')[0] or 'integrationhub'}_bench"
+        name, _, query = name.partition("?")  # options such as ?conn_max_age=60 stay on the bench database's URL
+        bench_name = f"{name or 'integrationhub'}{suffix}"
         admin = f"{base}/postgres"
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{bench_name}" WITH (FORCE)')
@@ -130,7 +132,7 @@ def bench_database() -> tuple[str, callable]:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{bench_name}" WITH (FORCE)')
 
-        return f"{base}/{bench_name}", drop
+        return f"{base}/{bench_name}" + (f"?{query}" if query else ""), drop
     folder = tempfile.mkdtemp(prefix="hub-bench-")
     return f"sqlite:///{folder}/bench.sqlite3", lambda: shutil.rmtree(folder, ignore_errors=True)
 
