@@ -133,6 +133,11 @@ def _database() -> dict:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             }
         )
+    else:
+        # Keep connections across requests (a URL's ?conn_max_age= wins): opening one per request cost
+        # PostgreSQL 12-13 ms of CPU per hook call and capped the hook endpoint near 50/s (docs/performance.md).
+        db.setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=60))
+        db["CONN_HEALTH_CHECKS"] = True  # a connection the server closed is replaced, not failed on
     return db
 
 
