@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from feeds.expressions import ExpressionResult, expression_check, expression_evaluate
 from feeds.models import FeedConfig, Store
-from feeds.services import vtex_client
+from feeds.vtex_account import vtex_client
 from feeds.vtex.client import VtexError, VtexUnavailable
 
 log = logging.getLogger("hub.feeds")

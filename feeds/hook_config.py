@@ -31,7 +31,7 @@ from feeds.hook_inbox import HOOK_TOKEN_HEADER
 from feeds.models import FeedConfig, Store
 from feeds.services import vtex_log_add
 from feeds.vtex.client import VtexClient, VtexError, VtexUnavailable
-from orders.services.process import store_pause
+from feeds.vtex_account import store_pause, vtex_client
 
 log = logging.getLogger("hub.feeds")
 
@@ -75,8 +75,7 @@ def hook_config_body(store: Store) -> dict[str, Any]:
 
 
 def _client(store: Store) -> VtexClient:
-    timeout = max(float(settings.HUB_HTTP_TIMEOUT_SECONDS), PUSH_TIMEOUT_SECONDS)
-    return VtexClient(base_url=store.vtex_base_url, app_key=store.app_key, app_token=store.app_token, timeout=timeout)
+    return vtex_client(store, timeout=max(float(settings.HUB_HTTP_TIMEOUT_SECONDS), PUSH_TIMEOUT_SECONDS))
 
 
 def _hidden(store: Store, text: str) -> str:

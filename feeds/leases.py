@@ -123,3 +123,14 @@ def lease_release(*, names: Iterable[str]) -> None:
 def store_pull_lease(store_id: int) -> str:
     """The lease that keeps one pulling process per feed (it runs several reader threads of its own)."""
     return f"pull-store:{store_id}"
+
+
+def leases_release_dead_local() -> list[str]:
+    """Free the leases of processes of this host that no longer exist (holder_is_gone); returns their names."""
+    released = []
+    for name, holder, until in JobLease.objects.exclude(holder="").values_list("name", "holder", "held_until"):
+        # Matching the holder and expiry we read: a lease taken over meanwhile is not released.
+        if holder_is_gone(holder) and JobLease.objects.filter(name=name, holder=holder, held_until=until).update(
+                held_until=None, holder=""):
+            released.append(name)
+    return released

@@ -19,10 +19,10 @@ from django.utils import timezone
 from feeds.feed_config import PushResult, feed_config_push
 from feeds.hook_config import hook_config_push, hook_presence_check
 from feeds.models import FeedConfig, Store
-from feeds.services import feed_backoff_clear, feed_was_configured, vtex_client, vtex_log_add
+from feeds.services import feed_backoff_clear, feed_was_configured, vtex_log_add
+from feeds.vtex_account import store_pause, vtex_client
 from feeds.stores import DEFAULT_FEED_STATUSES
 from feeds.vtex.client import VtexError, VtexUnavailable
-from orders.services.process import store_pause
 
 log = logging.getLogger("hub.feeds")
 

@@ -22,8 +22,8 @@ from feeds.handles import DEFAULT_VISIBILITY_SECONDS, commit_margin, events_live
 from feeds.leases import lease_acquire, lease_release, lease_renew, store_pull_lease
 from feeds.models import FeedConfig, FeedEvent, Store
 from feeds.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
+from feeds.vtex_account import store_pause, vtex_client
 from orders.services.events import ACTIONABLE_STATES, order_note_event
-from orders.services.process import store_pause
 
 log = logging.getLogger("hub.feeds")
 MAXLOT = 10
@@ -127,11 +127,6 @@ class PullReport:
                 f"{self.committed} committed")
         text += f" ({self.commit_retries} commit retries)" if self.commit_retries else ""
         return text + (f"; errors: {'; '.join(self.errors[-3:])}" if self.errors else "")
-
-
-def vtex_client(store: Store) -> VtexClient:
-    return VtexClient(base_url=store.vtex_base_url, app_key=store.app_key, app_token=store.app_token,
-                      timeout=settings.HUB_HTTP_TIMEOUT_SECONDS)
 
 
 def _json_safe(raw: Any) -> Any:

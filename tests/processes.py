@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 
@@ -37,3 +38,10 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
+
+
+def dead_pid() -> int:
+    """A pid that no process has now: a child's, after it exited and was reaped (barring reuse within µs)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from feeds.leases import holder_is_gone, lease_holder_id
 from feeds.models import ErpConnection, Store
+from feeds.vtex_account import store_pause, vtex_client
 from feeds.vtex.client import Call, OrderDocument, VtexClient, VtexError, VtexUnavailable
 from integrationhub.personal_data import mask_text
 from orders import erp
@@ -88,8 +89,7 @@ def clients_for(store: Store) -> Clients:
     cached = cache.get(store.pk)
     if cached and cached[0] == version:
         return cached[1]
-    vtex = VtexClient(base_url=store.vtex_base_url, app_key=store.app_key, app_token=store.app_token,
-                      timeout=settings.HUB_HTTP_TIMEOUT_SECONDS)
+    vtex = vtex_client(store)
     cache[store.pk] = (version, Clients(vtex=vtex, connection=store.erp))
     return cache[store.pk][1]
 
@@ -428,15 +428,6 @@ class OrderRun:
 
 def _erp_call(result: erp.ErpResult) -> Call:
     return Call("POST", "erp", result.status, result.duration_ms, result.excerpt)
-
-
-def store_pause(*, store_id: int, retry_after: float | None) -> None:
-    """After a 429, no call goes to this VTEX account until Retry-After (60 s if none) has passed."""
-    seconds = retry_after if retry_after is not None else settings.HUB_RATE_LIMIT_DEFAULT_SECONDS
-    until = timezone.now() + timedelta(seconds=seconds)
-    Store.objects.filter(pk=store_id).filter(Q(vtex_paused_until__isnull=True) | Q(vtex_paused_until__lt=until)).update(
-        vtex_paused_until=until
-    )
 
 
 def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True, resend: bool = False,

@@ -19,11 +19,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from feeds.models import Store
-from feeds.services import vtex_client
+from feeds.vtex_account import store_pause, vtex_client
 from feeds.vtex.client import ListedOrder, VtexError, VtexUnavailable
 from orders.models import OrderSync, SyncAttempt
 from orders.services.events import READY, order_note_event
-from orders.services.process import WORKING_STATES, store_pause
+from orders.services.process import WORKING_STATES
 
 log = logging.getLogger("hub.orders")
 

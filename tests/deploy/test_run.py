@@ -21,6 +21,7 @@ from django.utils import timezone
 from feeds.leases import lease_holder_id
 from feeds.models import JobLease, Store
 from tests.deploy.conftest import ROOT
+from tests.processes import dead_pid
 
 
 def scratch_run(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -50,12 +51,6 @@ def test_a_busy_web_port_is_named_with_its_holder_before_anything_starts(tmp_pat
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", suggested))  # the port it suggests is free
     assert sorted(p.name for p in tmp_path.iterdir()) == [".venv", "bin"]  # not even a .env was written
-
-
-def dead_pid() -> int:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid  # reaped: no process has it now (barring reuse within microseconds)
 
 
 @pytest.mark.django_db

@@ -20,14 +20,9 @@ from orders.models import OrderSync
 from orders.services.process import claims_release_dead_local, order_claim
 from tests.feeds.test_commands import ROOT, _connect_args, _env, _manage
 from tests.helpers import keys_by_order
+from tests.processes import dead_pid
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def dead_pid() -> int:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid  # reaped: no process has it now
 
 
 def claimed(store, order_id: str, holder: str) -> OrderSync:

@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from feeds.leases import holder_is_gone
-from feeds.models import JobLease
+from feeds.leases import leases_release_dead_local
 from orders.services.process import claims_release_dead_local
 
 
@@ -12,12 +11,7 @@ class Command(BaseCommand):
             "it starts and after it stopped everything; every dispatch run frees such claims too.")
 
     def handle(self, *args, **options) -> None:
-        released = []
-        for name, holder, until in JobLease.objects.exclude(holder="").values_list("name", "holder", "held_until"):
-            # Matching the holder and expiry we read: a lease taken over meanwhile is not released.
-            if holder_is_gone(holder) and JobLease.objects.filter(name=name, holder=holder, held_until=until).update(
-                    held_until=None, holder=""):
-                released.append(name)
+        released = leases_release_dead_local()
         claims = claims_release_dead_local()
         if released:
             self.stdout.write(f"Released {len(released)} job lease(s) of stopped processes: {', '.join(released)}")
