@@ -19,7 +19,7 @@ from feeds.vtex.client import VtexClient
 def vtex_client(store: Store, *, timeout: float | None = None) -> VtexClient:
     """A client for the store's account; `timeout` defaults to HUB_HTTP_TIMEOUT_SECONDS."""
     return VtexClient(base_url=store.vtex_base_url, app_key=store.app_key, app_token=store.app_token,
-                      timeout=settings.HUB_HTTP_TIMEOUT_SECONDS if timeout is None else timeout)
+                      timeout=settings.HUB_HTTP_TIMEOUT_SECONDS if timeout is None else timeout, store=store.name)
 
 
 def store_pause(*, store_id: int, retry_after: float | None) -> None:

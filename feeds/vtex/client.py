@@ -14,7 +14,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -237,8 +237,13 @@ def _lower_keys(data: dict) -> dict:
 class VtexClient:
     """One VTEX account's Orders API. Not thread-safe: give each thread its own client."""
 
-    def __init__(self, *, base_url: str, app_key: str, app_token: str, timeout: float) -> None:
+    def __init__(self, *, base_url: str, app_key: str, app_token: str, timeout: float, store: str = "",
+                 before_call: Callable[[], None] | None = None) -> None:
+        """`store`: the store's name, for the call metrics; `before_call`: run before every request (the
+        account's rate limiter: it may wait, or raise VtexUnavailable to refuse the call)."""
         self.base_url = base_url.rstrip("/")
+        self.store = store
+        self.before_call = before_call
         self.host = host_of(self.base_url)
         self.timeout = timeout
         self.session = new_session(self.base_url)
@@ -255,6 +260,8 @@ class VtexClient:
         self.session.close()
 
     def _request(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> tuple[requests.Response, Call]:
+        if self.before_call is not None:
+            self.before_call()
         started = time.monotonic()
         try:
             response = self.session.request(
