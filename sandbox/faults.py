@@ -13,11 +13,15 @@ from sandbox.records import Response
 ROUTES = frozenset({
     "feed_read", "feed_commit", "feed_config_get", "feed_config_set", "feed_config_delete", "order_get",
     "start_handling", "cancel", "erp", "hook_config_get", "hook_config_set", "hook_config_delete",
+    "invoice", "tracking", "tracking_status",
 })
+# Routes answering {"date", "orderId", "receipt"}: VTEX's receipt for a change it accepted.
+RECEIPT_ROUTES = frozenset({"cancel", "invoice", "tracking", "tracking_status"})
 # Routes whose normal answer is a JSON body with 200: the only ones a random "broken JSON" fault hits.
-JSON_ROUTES = frozenset({"feed_read", "feed_config_get", "order_get", "cancel", "hook_config_get"})
-# A scripted "timeout" on these first does the real work, so tests can play "the server acted, the client gave up".
-ACT_THEN_SLEEP = frozenset({"erp", "start_handling"})
+JSON_ROUTES = frozenset({"feed_read", "feed_config_get", "order_get", "hook_config_get"}) | RECEIPT_ROUTES
+# A scripted "timeout" on these first does the real work, so tests can play "the server acted, the client gave up":
+# every call that changes an order.
+ACT_THEN_SLEEP = frozenset({"erp", "start_handling"}) | RECEIPT_ROUTES
 
 UNAUTHORIZED = load_fixture("start-handling-401-unauthorized.json")
 NOT_READY_FOR_HANDLING = load_fixture("start-handling-409-not-ready-for-handling.json")

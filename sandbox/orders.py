@@ -64,6 +64,20 @@ def load_fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
+def given_line(raw: Any) -> tuple[tuple[str, str, str, str, int, int], int]:
+    """A caller's item ({"id", "price", "quantity", "name"?}) as a PRODUCTS row and its quantity."""
+    if not isinstance(raw, dict):
+        raise TypeError("each item must be an object with id, price and quantity")
+    sku, price, quantity = raw.get("id"), raw.get("price"), raw.get("quantity")
+    if not isinstance(sku, str) or not sku:
+        raise ValueError("item id must be a non-empty string (the SKU id)")
+    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
+        raise ValueError("item price must be an integer of cents, at least 0")
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+        raise ValueError("item quantity must be an integer of at least 1")
+    return (sku, sku, str(raw.get("name") or f"SKU {sku}"), f"REF{sku}", price, price), quantity
+
+
 @dataclass
 class OrderRecord:
     """One order; its JSON is serialized once per change, not once per GET."""
@@ -72,10 +86,35 @@ class OrderRecord:
     doc: dict[str, Any]
     last_change: float
     _json: bytes | None = field(default=None, repr=False)
+    # What VTEX answered to each invoice notification (by invoice number) and cancel: a repeat gets a new receipt.
+    invoice_receipts: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    cancel_receipts: list[str] = field(default_factory=list, repr=False)
 
     @property
     def status(self) -> str:
         return self.doc["status"]
+
+    @property
+    def packages(self) -> list[dict[str, Any]]:
+        """The order's invoices, as Get order shows them in `packageAttachment.packages`."""
+        return (self.doc.get("packageAttachment") or {}).get("packages") or []
+
+    def invoiced_value(self) -> int:
+        return sum(package["invoiceValue"] for package in self.packages if package.get("type") == "Output")
+
+    def returned_value(self) -> int:
+        return sum(package["invoiceValue"] for package in self.packages if package.get("type") == "Input")
+
+    def add_package(self, package: dict[str, Any]) -> None:
+        if not isinstance(self.doc.get("packageAttachment"), dict):
+            self.doc["packageAttachment"] = {"packages": []}
+        self.doc["packageAttachment"].setdefault("packages", []).append(package)
+        self.doc["allowCancellation"] = False  # a partially invoiced order cannot be canceled (spec)
+        self.changed()
+
+    def changed(self) -> None:
+        """Call after editing `doc` in place, so the next GET serializes it again."""
+        self._json = None
 
     def to_json(self) -> bytes:
         if self._json is None:
@@ -90,7 +129,7 @@ class OrderRecord:
         doc["status"] = status
         doc["statusDescription"] = STATUS_DESCRIPTIONS.get(status, status)
         doc["lastChange"] = iso_offset(now)
-        doc["allowCancellation"] = status not in NOT_CANCELLABLE
+        doc["allowCancellation"] = status not in NOT_CANCELLABLE and self.invoiced_value() == 0
         if status == "invoiced":
             doc["invoicedDate"] = iso_offset(now)
         self.last_change = now
@@ -153,7 +192,9 @@ class OrderFactory:
         self._next_group += 1
         return f"1{self._next_group:012d}-01"
 
-    def build(self, *, order_id: str, status: str, now: float) -> OrderRecord:
+    def build(self, *, order_id: str, status: str, now: float,
+              items: list[dict[str, Any]] | None = None) -> OrderRecord:
+        """A new order; `items` ({"id", "price", "quantity", "name"?}) replaces the random ones, without freight."""
         self._count += 1
         n = self._count
         doc: dict[str, Any] = json.loads(self._template_text)
@@ -171,7 +212,7 @@ class OrderFactory:
         doc["packageAttachment"]["packages"] = []
         first, last = self._customer(doc, n)
         self._address(doc, f"{first} {last}")
-        self._items_and_totals(doc, order_id)
+        self._items_and_totals(doc, order_id, items)
         record = OrderRecord(order_id=order_id, doc=doc, last_change=now)
         record.set_status(status, now)
         return record
@@ -235,15 +276,22 @@ class OrderFactory:
         )
         doc["shippingData"]["selectedAddresses"] = [dict(address)]
 
-    def _items_and_totals(self, doc: dict[str, Any], order_id: str) -> None:
+    def _items_and_totals(self, doc: dict[str, Any], order_id: str, given: list[dict[str, Any]] | None) -> None:
         rng = self._rng
-        shipping = rng.choice(SHIPPING_PRICES)
+        if given is None:
+            shipping = rng.choice(SHIPPING_PRICES)
+            lines: list[tuple[tuple[str, str, str, str, int, int], int | None]] = [
+                (product, None) for product in rng.sample(PRODUCTS, rng.randint(1, 3))]
+        else:
+            shipping, lines = 0, [given_line(raw) for raw in given]
         items, logistics = [], []
-        for index, (sku, product, name, ref, price, list_price) in enumerate(rng.sample(PRODUCTS, rng.randint(1, 3))):
-            quantity = rng.randint(1, 3)
+        for index, ((sku, product, name, ref, price, list_price), given_quantity) in enumerate(lines):
+            # Drawn inside the loop, between the items' ids, so a seed keeps giving the same orders.
+            quantity = given_quantity if given_quantity is not None else rng.randint(1, 3)
             item = json.loads(self._item_text)
             item.update(
-                uniqueId=self._hex(), id=sku, productId=product, ean=str(7890000000000 + int(sku)), refId=ref,
+                uniqueId=self._hex(), id=sku, productId=product, refId=ref,
+                ean=str(7890000000000 + int(sku)) if sku.isdecimal() else "7890000000000",
                 name=name, quantity=quantity, price=price, listPrice=list_price, sellingPrice=price, sellerSku=sku,
                 lockId=f"00-{order_id}", costPrice=price // 2, parentItemIndex=None, parentAssemblyBinding=None,
                 priceDefinition={"sellingPrices": [{"value": price, "quantity": quantity}],

@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox.erp import ErpReceiver, ErpRequestError, parse_erp_request
-from sandbox.faults import NOT_READY_FOR_HANDLING, UNAUTHORIZED, ScriptedFault, json_response, vtex_error
+from sandbox.faults import (
+    NOT_READY_FOR_HANDLING,
+    RECEIPT_ROUTES,
+    UNAUTHORIZED,
+    ScriptedFault,
+    json_response,
+    vtex_error,
+)
 from sandbox.feed import ConfigError, FeedConfig, FeedQueue, parse_feed_config
 from sandbox.hook import HookConfig, parse_hook_config, ping
 from sandbox.hook_delivery import HookNotifier
+from sandbox.invoices import PostSaleError
 from sandbox.orders import ListQuery, ListQueryError, OrderRecord, list_orders
 from sandbox.records import Response
 from sandbox.routing import Route
@@ -26,7 +34,6 @@ from sandbox.timestamps import iso_offset
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-NOT_CANCELLABLE = {"invoice", "invoiced"}  # invoiced, or an invoice being verified (partially invoiced)
 KNOBS = {"latency_ms", "fault_rate", "commit_fault_rate", "rate_limit_rate", "broken_json_rate", "duplicate_rate",
          "retry_after_seconds", "shuffle", "erp_refuse_customer_data", "hook_drop_rate", "hook_delay_ms",
          "hook_duplicate_rate", "hook_retry_base_seconds", "hook_max_attempts", "drop_feed_events_for"}
@@ -96,6 +103,7 @@ class RouteActions:
     set_status: Callable[[str, str], dict[str, Any]]
     fail_next: Callable[..., None]
     stats: Callable[[], dict[str, Any]]
+    order_summary: Callable[[str], dict[str, Any]]
 
     @property
     def erp_refuse_customer_data(self) -> bool:
@@ -115,6 +123,8 @@ class RouteActions:
             return json_response(400, {"error": str(exc)}) if route.kind == "erp" else bad_request(str(exc))
         except ConfigError as exc:
             return config_error(exc)
+        except PostSaleError as exc:
+            return vtex_error(exc.status, exc.code, exc.message)
 
     @staticmethod
     def not_found(call: Call) -> Response:
@@ -233,25 +243,6 @@ class RouteActions:
             self._move(record, "handling", max(self.clock(), now + 0.0001))
         return Response(204)
 
-    def _do_cancel(self, route: Route, call: Call) -> Response:
-        payload = call.json(allow_empty=True)
-        payload = payload if isinstance(payload, dict) else {}
-        reason = str(payload.get("reason") or "")
-        now = self.clock()
-        with self._lock:
-            record = self._orders.get(route.order_id)
-            if record is None:
-                return self._order_not_found()
-            if record.status in NOT_CANCELLABLE:
-                return vtex_error(400, "OMS004", "Order cannot be canceled")
-            if record.status != "canceled":  # cancelling twice answers 200 again, without new events
-                record.set_cancellation(reason, bool(payload.get("requestedByUser")), now)
-                self._move(record, "cancel", now)
-                # The platform goes through "cancel" (Canceling) to "canceled"; both changes reach the feed.
-                self._move(record, "canceled", max(self.clock(), now + 0.0001))
-            receipt = f"{self._data_rng.getrandbits(128):032x}"
-        return json_response(200, {"date": iso_offset(now), "orderId": route.order_id, "receipt": receipt})
-
     # ---- hook ------------------------------------------------------------------------------------
 
     def _do_hook_config_get(self, route: Route, call: Call) -> Response:
@@ -307,7 +298,7 @@ class RouteActions:
                 return self._orders[route.order_id].to_json()
             if route.name == "hook_config_get":
                 return json.dumps(self._hook.stored if self._hook else {}).encode()
-            if route.name == "cancel":
+            if route.name in RECEIPT_ROUTES:
                 return json.dumps({"date": iso_offset(self.clock()), "orderId": route.order_id,
                                    "receipt": f"{self._data_rng.getrandbits(128):032x}"}).encode()
             if route.name == "erp":
@@ -333,7 +324,11 @@ class RouteActions:
         if route.name == "control_orders":
             count = int(payload.get("count", 1))
             status = str(payload.get("status", "ready-for-handling"))
-            return json_response(200, {"orderIds": self.create_orders(count, status=status)})
+            # `items` ([{"id", "price", "quantity"}]) gives every new order these items and no freight.
+            return json_response(200, {"orderIds": self.create_orders(count, status=status,
+                                                                      items=payload.get("items"))})
+        if route.name == "control_order":
+            return json_response(200, self.order_summary(route.order_id))
         if route.name == "control_status":
             if not isinstance(payload.get("status"), str):
                 raise BadRequest("status is required")

@@ -17,7 +17,14 @@ from typing import Any
 
 from sandbox.erp import ErpReceiver
 from sandbox.faults import (
-    ACT_THEN_SLEEP, JSON_ROUTES, ROUTES, ScriptedFault, json_response, rate_limited, scripted_response, truncated,
+    ACT_THEN_SLEEP,
+    JSON_ROUTES,
+    ROUTES,
+    ScriptedFault,
+    json_response,
+    rate_limited,
+    scripted_response,
+    truncated,
     unavailable,
 )
 from sandbox.feed import FeedConfig, FeedQueue, default_feed_config, parse_feed_config
@@ -25,7 +32,8 @@ from sandbox.handler import SandboxHTTPServer
 from sandbox.hook import HookConfig
 from sandbox.hook_delivery import HookNotifier
 from sandbox.hook_side import HookSide
-from sandbox.orders import OrderFactory, OrderRecord
+from sandbox.orders import OrderFactory, OrderRecord, given_line
+from sandbox.post_sale import PostSaleActions
 from sandbox.records import ErpDelivery, HookDelivery, RecordedRequest, Response
 from sandbox.routes import Call, RouteActions
 from sandbox.routing import Route, allowed_methods, match_route
@@ -42,7 +50,17 @@ FAULT_ROUTES = ROUTES | {"order_list"}
 FAULT_JSON_ROUTES = JSON_ROUTES | {"order_list"}
 
 
-class Sandbox(HookSide, RouteActions):
+def _check_items(items: Any) -> None:
+    """Refuse bad `items` before anything is drawn or stored (ValueError, a 400 on /_sandbox/orders)."""
+    if items is None:
+        return
+    if not isinstance(items, list) or not items:
+        raise ValueError("items must be a non-empty list")
+    for raw in items:
+        given_line(raw)
+
+
+class Sandbox(HookSide, PostSaleActions, RouteActions):
     def __init__(
         self,
         *,
@@ -181,20 +199,28 @@ class Sandbox(HookSide, RouteActions):
     def erp_deliveries(self) -> list[ErpDelivery]:
         return self._erp.deliveries
 
-    def create_order(self, *, status: str = "ready-for-handling", order_id: str | None = None) -> str:
-        """Create an order that just reached `status`; emits one feed event (lastState window-to-cancel)."""
+    def create_order(self, *, status: str = "ready-for-handling", order_id: str | None = None,
+                     items: list[dict[str, Any]] | None = None) -> str:
+        """Create an order that just reached `status`; emits one feed event (lastState window-to-cancel).
+
+        `items` ([{"id": SKU id, "price": cents, "quantity": n}]) replaces the random items, without freight:
+        e.g. SKU "123" for VTEX's example invoice.
+        """
+        _check_items(items)
         now = self.clock()
         with self._lock:
-            return self._create_locked(status=status, order_id=order_id, now=now)
+            return self._create_locked(status=status, order_id=order_id, now=now, items=items)
 
-    def create_orders(self, n: int, *, status: str = "ready-for-handling") -> list[str]:
+    def create_orders(self, n: int, *, status: str = "ready-for-handling",
+                      items: list[dict[str, Any]] | None = None) -> list[str]:
+        _check_items(items)
         order_ids: list[str] = []
         while len(order_ids) < n:
             now = self.clock()
             # Small batches: building an order takes ~0.4 ms, and clients must not wait for all 2,000.
             with self._lock:
                 for _ in range(min(100, n - len(order_ids))):
-                    order_ids.append(self._create_locked(status=status, order_id=None, now=now))
+                    order_ids.append(self._create_locked(status=status, order_id=None, now=now, items=items))
         return order_ids
 
     def set_status(self, order_id: str, status: str) -> dict[str, Any]:
@@ -284,7 +310,8 @@ class Sandbox(HookSide, RouteActions):
         if self._feed is not None:
             self._queue.expire(now, self._feed.retention)
 
-    def _create_locked(self, *, status: str, order_id: str | None, now: float) -> str:
+    def _create_locked(self, *, status: str, order_id: str | None, now: float,
+                       items: list[dict[str, Any]] | None = None) -> str:
         if order_id is None:
             order_id = self._factory.next_order_id()
             while order_id in self._orders:  # a caller may have picked this id by hand
@@ -292,7 +319,7 @@ class Sandbox(HookSide, RouteActions):
         elif order_id in self._orders:
             raise ValueError(f"order {order_id!r} already exists")
         previous = now - PREVIOUS_CHANGE_SECONDS
-        record = self._factory.build(order_id=order_id, status=status, now=previous)
+        record = self._factory.build(order_id=order_id, status=status, now=previous, items=items)
         record.set_status(status, now)
         self._orders[order_id] = record
         self._status_counts[status] += 1

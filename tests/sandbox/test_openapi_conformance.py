@@ -6,7 +6,8 @@ Postman placeholder, any string as a filter type) and silent about answers VTEX 
 `spec_as_the_guides_tell_it()` narrows what is *generated* to what the guides call valid, each change with its
 reason. The checks stay whole, except the few named in EXCLUDED_CHECKS, where the spec itself is wrong.
 Deterministic (derandomized Hypothesis) and bounded: 25 examples per operation, well under a minute.
-Invoice is not implemented by the sandbox, so it is not here.
+Invoice, tracking and tracking events run against orders of their own (SKU "123", as in VTEX's example invoice),
+already in handling and invoiced once, because these operations document no answer but 200.
 """
 
 from __future__ import annotations
@@ -37,9 +38,20 @@ OPERATIONS = [
     "GetFeedConfiguration", "FeedConfiguration", "FeedConfigurationDelete",
     "GetHookConfiguration", "HookConfiguration", "DeleteHookConfiguration",
     "GetOrder", "StartHandling", "CancelOrder", "ListOrders",
+    "InvoiceNotification", "Updatepartialinvoice.SendTrackingNumber", "UpdateTrackingStatus",
 ]
 KNOWN_ORDERS = [f"10000000000{n:02d}-01" for n in range(1, 7)]
 UNKNOWN_ORDER = "1999999999999-01"
+# Handling orders with room for every generated invoice: 1,000 units of SKU 123 at 1,000.00, each invoiced
+# once (NF-1, with a tracking number) before the run; and one order invoiced in full, then partly returned.
+INVOICE_ORDERS = [f"10000000001{n:02d}-01" for n in range(1, 4)]
+RETURNED_ORDER = "1000000000201-01"
+SKU = "123"
+FIRST_INVOICE = {"type": "Output", "issuanceDate": "2024-01-31T18:25:43-05:00", "invoiceNumber": "NF-1",
+                 "invoiceValue": "100000", "courier": "carrierOne", "trackingNumber": "TRK-1",
+                 "items": [{"id": SKU, "price": 100000, "quantity": 1}]}
+ISSUANCE_DATES = ["2024-01-31T18:25:43-05:00", "2024-02-09T10:10:20.5322681+00:00", "2026-11-28T14:03:07Z"]
+DISPATCHED_DATES = [None, "2019-02-08T13:16:13.4617653+00:00"]
 HOOK_URL = "http://hook.invalid/replaced-by-the-test"  # the receiver's port is only known at run time
 # The guide's documented JSONata examples (ORDERS-API.md §1.3): any string is no expression.
 EXPRESSIONS = ['status = "ready-for-handling"', "finished = true", "value > 100",
@@ -77,6 +89,40 @@ def _filter_schema(*, status_required: bool) -> dict[str, Any]:
     return {"oneOf": [workflow, orders]}
 
 
+def _narrow_post_sale(spec: dict[str, Any]) -> None:
+    """Invoice, tracking and tracking events document only their 200: every generated call must be one VTEX accepts."""
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+    invoice = paths["/api/oms/pvt/orders/{orderId}/invoice"]["post"]
+    tracking = paths["/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"]["patch"]
+    events = paths["/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"]["put"]
+    for operation in (invoice, tracking, events):
+        _parameter(operation, "orderId").update(schema={"enum": INVOICE_ORDERS}, example=None)
+    for operation in (tracking, events):  # the invoice each order got before the run, not the spec's example
+        _parameter(operation, "invoiceNumber").update(schema={"enum": ["NF-1"]}, example=None)
+    for operation in (invoice, tracking, events):  # required fields, yet the body itself is left optional
+        operation["requestBody"]["required"] = True
+
+    body = invoice["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    # An `Input` (return) invoice needs the whole order invoiced first (its description): test_sandbox_invoice.py.
+    body["type"] = {"enum": ["Output"]}
+    # "You must add date and time in this field": real timestamps, not any string.
+    body["issuanceDate"] = {"enum": ISSUANCE_DATES}
+    body["dispatchedDate"] = {"enum": DISPATCHED_DATES}
+    # Typed nullable, yet it names the invoice (the PATCH's path): a short non-empty number.
+    body["invoiceNumber"] = {"type": "string", "pattern": "^[A-Z0-9-]{1,12}$"}
+    # Cents as a string, greater than 0; small, so the orders never run out of value to invoice.
+    body["invoiceValue"] = {"type": "string", "pattern": "^[1-9][0-9]{0,3}$"}
+    # SKUs of the order, in quantities it has.
+    body["items"].update(minItems=1, maxItems=3)
+    body["items"]["items"]["properties"].update(id={"enum": [SKU]}, price={"type": "integer", "minimum": 0},
+                                                quantity={"type": "integer", "minimum": 1, "maximum": 5})
+
+    sent = schemas["Updatepartialinvoice.SendTrackingNumber.Request"]["properties"]
+    # Sending the tracking number is the call's purpose: not an empty one.
+    sent["trackingNumber"] = {"type": "string", "pattern": "^[A-Z0-9-]{1,12}$"}
+    sent["dispatchedDate"] = {"enum": DISPATCHED_DATES}
+
+
 def spec_as_the_guides_tell_it() -> dict[str, Any]:
     spec = json.loads(SPEC.read_text(encoding="utf-8"))
     paths = spec["paths"]
@@ -87,11 +133,13 @@ def spec_as_the_guides_tell_it() -> dict[str, Any]:
     maxlot.update(required=False, schema={"type": "string", "pattern": "^([1-9]|10)$"})
 
     # orderId: real orders of the sandbox. Get order documents no 404, start-handling and cancel do.
-    order_ids = {"enum": KNOWN_ORDERS}
+    order_ids = {"enum": [*KNOWN_ORDERS, *INVOICE_ORDERS, RETURNED_ORDER]}
     _parameter(paths["/api/oms/pvt/orders/{orderId}"]["get"], "orderId").update(schema=order_ids, example=None)
     for action in ("start-handling", "cancel"):
         _parameter(paths[f"/api/oms/pvt/orders/{{orderId}}/{action}"]["post"], "orderId").update(
             schema={"enum": [*KNOWN_ORDERS, UNKNOWN_ORDER]}, example=None)
+
+    _narrow_post_sale(spec)
 
     # List orders: the limits its description states (page <= 30, 1 <= per_page <= 100), and the filters the sandbox
     # implements in the syntax the spec documents (their schemas say "any string"); the others it ignores.
@@ -186,6 +234,27 @@ class Conformance:
         for order_id in KNOWN_ORDERS:
             self.sandbox.create_order(order_id=order_id)
         self.auth = {"X-VTEX-API-AppKey": self.sandbox.app_key, "X-VTEX-API-AppToken": self.sandbox.app_token}
+        for order_id in INVOICE_ORDERS:
+            self.sandbox.create_order(order_id=order_id, status="handling",
+                                      items=[{"id": SKU, "price": 100000, "quantity": 1000}])
+            self._post(f"/api/oms/pvt/orders/{order_id}/invoice", FIRST_INVOICE)
+        self._invoice_and_return(RETURNED_ORDER)
+
+    def _post(self, path: str, body: dict[str, Any], method: str = "POST") -> None:
+        response = requests.request(method, self.sandbox.url + path, json=body, headers=self.auth, timeout=5)
+        assert response.status_code == 200, response.text
+
+    def _invoice_and_return(self, order_id: str) -> None:
+        """An invoiced order with a delivered package and a return: every part of a package Get order can show."""
+        items = [{"id": SKU, "price": 2499, "quantity": 2}]
+        self.sandbox.create_order(order_id=order_id, status="handling", items=items)
+        path = f"/api/oms/pvt/orders/{order_id}/invoice"
+        self._post(path, FIRST_INVOICE | {"invoiceValue": "4998", "items": items, "embeddedInvoice": "<NFe/>"})
+        self._post(path + "/NF-1/tracking", {"isDelivered": True, "deliveredDate": "2024-02-15 10:17", "events": [
+            {"city": "Rio de Janeiro", "state": "RJ", "description": "Delivered", "date": "2024-02-15"}]}, "PUT")
+        self._post(path, FIRST_INVOICE | {"type": "Input", "invoiceNumber": "RET-1", "invoiceValue": "2499",
+                                          "items": [{"id": SKU, "price": 2499, "quantity": 1,
+                                                     "description": "The size was too big."}]})
 
     def restore_configs(self) -> None:
         """Every case starts with both configurations present: a DELETE case must not turn later GETs into 404s."""
@@ -222,7 +291,9 @@ def test_the_sandbox_answers_as_vtexs_spec_says(case: schemathesis.Case, conform
 
 IMPLEMENTED_PATHS = ["/api/oms/pvt/orders", "/api/orders/feed", "/api/orders/feed/config", "/api/orders/hook/config",
                      "/api/oms/pvt/orders/{orderId}", "/api/oms/pvt/orders/{orderId}/start-handling",
-                     "/api/oms/pvt/orders/{orderId}/cancel"]
+                     "/api/oms/pvt/orders/{orderId}/cancel", "/api/oms/pvt/orders/{orderId}/invoice",
+                     "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}",
+                     "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"]
 HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"}
 
 
@@ -230,7 +301,7 @@ HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRA
 def test_methods_the_spec_does_not_list_get_405_with_the_ones_it_does(conformance: Conformance, path: str) -> None:
     documented = {method.upper() for method in json.loads(SPEC.read_text(encoding="utf-8"))["paths"][path]
                   if method.upper() in HTTP_METHODS}
-    url = conformance.sandbox.url + path.replace("{orderId}", KNOWN_ORDERS[0])
+    url = conformance.sandbox.url + path.replace("{orderId}", INVOICE_ORDERS[0]).replace("{invoiceNumber}", "NF-1")
 
     for method in sorted(HTTP_METHODS - documented):
         response = requests.request(method, url, headers=conformance.auth, timeout=5)

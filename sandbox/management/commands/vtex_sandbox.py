@@ -12,8 +12,8 @@ from sandbox.server import Sandbox
 
 class Command(BaseCommand):
     help = (
-        "Serve a fake VTEX Orders API (feed, get order, start-handling, cancel, hook config and hook "
-        "notifications) and a fake ERP "
+        "Serve a fake VTEX Orders API (feed, get order, start-handling, invoice, tracking, cancel, hook config "
+        "and hook notifications) and a fake ERP "
         "at /erp/orders, for demos and benchmarks. The app key and token it prints are sandbox-only "
         "values, not real secrets."
     )
