@@ -225,3 +225,39 @@ class JobLease(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class CallCount(models.Model):
+    """Every VTEX and ERP call any hub process made, by store, operation and answer: /metrics' counters.
+
+    Written only by feeds.call_counts, which adds each process's buffered calls with one upsert every few
+    seconds, so all processes and machines sharing the database add up. `le_<ms>` are cumulative histogram
+    buckets (calls that took at most that many milliseconds), one per feeds.call_counts.BUCKETS_MS; `count` is
+    the +Inf bucket.
+    """
+
+    system = models.CharField(max_length=10)  # "vtex" or "erp"
+    store = models.CharField(max_length=64)  # the store's name: labels stay bounded (no order ids, no URLs)
+    operation = models.CharField(max_length=30)
+    status = models.CharField(max_length=10)  # the HTTP status, or "error" when there was no answer
+    count = models.BigIntegerField(default=0)
+    duration_ms_sum = models.BigIntegerField(default=0)
+    le_50ms = models.BigIntegerField(default=0)
+    le_100ms = models.BigIntegerField(default=0)
+    le_250ms = models.BigIntegerField(default=0)
+    le_500ms = models.BigIntegerField(default=0)
+    le_1000ms = models.BigIntegerField(default=0)
+    le_2500ms = models.BigIntegerField(default=0)
+    le_5000ms = models.BigIntegerField(default=0)
+    le_10000ms = models.BigIntegerField(default=0)
+    le_20000ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The upsert's ON CONFLICT target: one row per label set, whatever process adds to it.
+            models.UniqueConstraint(fields=["system", "store", "operation", "status"], name="call_count_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.system} {self.store} {self.operation} {self.status}: {self.count}"
+

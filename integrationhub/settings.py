@@ -211,7 +211,7 @@ HUB_ALERT_ATTENTION_MINUTES = env.float("HUB_ALERT_ATTENTION_MINUTES", default=1
 HUB_ALERT_ATTENTION_GROWTH = env.int("HUB_ALERT_ATTENTION_GROWTH", default=1)  # new needs-attention orders in that window
 HUB_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("HUB_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 HUB_METRICS_TOKEN = env("HUB_METRICS_TOKEN", default="")  # empty: /metrics answers 404
-HUB_METRICS_WINDOW_MINUTES = env.float("HUB_METRICS_WINDOW_MINUTES", default=15.0)
+HUB_METRICS_FLUSH_SECONDS = env.float("HUB_METRICS_FLUSH_SECONDS", default=5.0)  # each process writes its call counts
 vars().update(env.email("DJANGO_EMAIL_URL", default="consolemail://"))  # e.g. smtp+tls://user:pass@host:587
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="hub@localhost")
 

@@ -16,6 +16,7 @@ import requests
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from feeds.call_counts import call_record
 from feeds.models import ErpConnection
 from feeds.vtex.client import EXCERPT_CHARS, parse_retry_after
 from integrationhub.http import new_session
@@ -53,7 +54,31 @@ def connector_for(connection: ErpConnection) -> ErpConnector:
     path = connection.connector or ErpConnection.DEFAULT_CONNECTOR
     if path not in settings.HUB_ERP_CONNECTORS:  # checked again here: a dotted path is code the workers run
         raise ErpConfigError(f"the ERP connector {path!r} is not listed in HUB_ERP_CONNECTORS")
-    return import_string(path)(connection)
+    return CountedConnector(import_string(path)(connection))
+
+
+# The metrics' `operation` label of each event the hub sends.
+OPERATIONS = {ORDER_READY: "erp_send", ORDER_CANCELED: "erp_cancel"}
+
+
+class CountedConnector:
+    """Any connector, with each send counted for /metrics: the count lives here, not in each plug-in."""
+
+    def __init__(self, inner: ErpConnector) -> None:
+        self.inner = inner
+
+    def send(self, *, event: str, store_name: str, order_id: str, order: dict, idempotency_key: str) -> ErpResult:
+        started = time.monotonic()
+        status = "error"  # no answer, or the connector raised
+        try:
+            result = self.inner.send(event=event, store_name=store_name, order_id=order_id, order=order,
+                                     idempotency_key=idempotency_key)
+            if result.status is not None:
+                status = str(result.status)
+            return result
+        finally:
+            # Timed here rather than read from the result: a plug-in may leave duration_ms at 0.
+            call_record("erp", store_name, OPERATIONS.get(event, "other"), status, _since(started))
 
 
 class HttpErpConnector:

@@ -1,11 +1,11 @@
 """Prometheus `/metrics`: the dashboard's figures and the alerts' signals, read from the database at scrape time.
 
 A collector that queries on each scrape, rather than counters kept in memory: the hub runs as several
-processes (gunicorn workers, the job cluster, `sync`), and the database is the one place that saw every call.
-Call counts and latencies come from the orders' timeline (SyncAttempt: get-order and start-handling for VTEX,
-send and cancel notice for the ERP) over the last HUB_METRICS_WINDOW_MINUTES, so they are gauges of that
-window: use them without rate(). Feed reads are not on the timeline; a 429 on any call shows as a pause.
-Labels are store names, states, steps, statuses and reasons: no order ids, no customer data.
+processes (gunicorn workers, the job cluster, `sync`), and the database is the one place that sees them all.
+VTEX and ERP calls are true counters: every process counts each call it makes (feeds.call_counts) and adds
+its counts to CallCount every HUB_METRICS_FLUSH_SECONDS, so use them with rate()/increase(); the scrape
+first flushes its own process. Labels are store names, states, operations, statuses and reasons: no order
+ids, no customer data.
 """
 
 from __future__ import annotations
@@ -13,29 +13,29 @@ from __future__ import annotations
 import hmac
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from feeds.models import HookRejection, Store
+from feeds.call_counts import BUCKETS_MS, KEY_COLUMNS, SUM_COLUMNS, call_counts_flush
+from feeds.models import CallCount, HookRejection, Store
 from orders.dashboard import VERDICT_LABELS, StoreHealth, store_healths
-from orders.models import Alert, SyncAttempt
+from orders.models import Alert
 
-SYSTEMS = {SyncAttempt.Step.GET_ORDER: "vtex", SyncAttempt.Step.START_HANDLING: "vtex",
-           SyncAttempt.Step.ERP_SEND: "erp", SyncAttempt.Step.ERP_CANCEL: "erp"}
-BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
-
-
-def window() -> timedelta:
-    return timedelta(minutes=float(getattr(settings, "HUB_METRICS_WINDOW_MINUTES", 15)))
+SYSTEMS = {"vtex": "VTEX", "erp": "ERP"}
 
 
 class HubCollector(Collector):
@@ -44,10 +44,9 @@ class HubCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
         healths = store_healths(now=now)
-        names = {health.store_id: health.name for health in healths}
         yield from _store_metrics(healths)
         yield from _pause_metrics(now)
-        yield from _call_metrics(now, names)
+        yield from _call_metrics([health.name for health in healths])
         yield from _hook_rejections()
         yield from _alerts_firing()
 
@@ -98,41 +97,31 @@ def _pause_metrics(now: datetime) -> Iterator[Metric]:
     yield from (paused, left)
 
 
-def _call_metrics(now: datetime, names: dict[int, str]) -> Iterator[Metric]:
-    """VTEX and ERP calls of the window by status, and their latency, from the orders' timeline (one query)."""
-    seconds = window().total_seconds()
-    calls = GaugeMetricFamily("hub_calls", f"VTEX and ERP calls made for orders in the last {seconds:g} s, by "
-                              "HTTP status ('error': no answer)", labels=["store", "system", "step", "status"])
-    limited = GaugeMetricFamily("hub_vtex_rate_limited", f"VTEX calls answered 429 in the last {seconds:g} s",
-                                labels=["store"])
-    latency = GaugeHistogramMetricFamily("hub_call_duration_seconds", f"Duration of the VTEX and ERP calls of the "
-                                         f"last {seconds:g} s", labels=["store", "system"])
-    buckets = {f"le_{i}": Count("id", filter=Q(duration_ms__lte=b * 1000)) for i, b in enumerate(BUCKETS_SECONDS)}
-    rows = (SyncAttempt.objects.filter(created_at__gte=now - window(), step__in=list(SYSTEMS))
-            .exclude(outcome=SyncAttempt.Outcome.INFO)  # decisions, not calls
-            .filter(Q(http_status__isnull=False) | Q(duration_ms__isnull=False))
-            .values("order__store_id", "step", "http_status")
-            .annotate(n=Count("id"), timed=Count("duration_ms"), total_ms=Sum("duration_ms"), **buckets)
-            .order_by())
-    histograms: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(BUCKETS_SECONDS) + 2))
-    rate_limited: dict[str, int] = defaultdict(int)
-    for row in rows:
-        store, system = names.get(row["order__store_id"], "?"), SYSTEMS[row["step"]]
-        status = str(row["http_status"]) if row["http_status"] is not None else "error"
-        calls.add_metric([store, system, row["step"], status], row["n"])
-        if system == "vtex" and row["http_status"] == 429:
-            rate_limited[store] += row["n"]
-        sums = histograms[(store, system)]
-        for i in range(len(BUCKETS_SECONDS)):
-            sums[i] += row[f"le_{i}"]
-        sums[-2] += row["timed"]  # +Inf: every timed call
-        sums[-1] += (row["total_ms"] or 0) / 1000
-    for store in names.values():
-        limited.add_metric([store], rate_limited[store])
-    for (store, system), sums in sorted(histograms.items()):
-        latency.add_metric([store, system], [*((f"{b:g}", sums[i]) for i, b in enumerate(BUCKETS_SECONDS)),
-                                             ("+Inf", sums[-2])], gsum_value=sums[-1])
-    yield from (calls, limited, latency)
+def _call_metrics(stores: list[str]) -> Iterator[Metric]:
+    """Every VTEX and ERP call of every process, from CallCount (counters since the table began)."""
+    counters = {system: CounterMetricFamily(f"hub_{system}_calls", f"{name} calls by store, operation and HTTP "
+                                            "status ('error': no answer)", labels=["store", "operation", "status"])
+                for system, name in SYSTEMS.items()}
+    latencies = {system: HistogramMetricFamily(f"hub_{system}_call_duration_seconds", f"Duration of the {name} "
+                                               "calls, answered or not", labels=["store", "operation"])
+                 for system, name in SYSTEMS.items()}
+    limited = CounterMetricFamily("hub_vtex_rate_limited", "VTEX calls answered 429", labels=["store"])
+    histograms: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0] * len(SUM_COLUMNS))
+    rate_limited: dict[str, int] = defaultdict(int, dict.fromkeys(stores, 0))
+    rows = CallCount.objects.filter(system__in=SYSTEMS).order_by(*KEY_COLUMNS).values_list(*KEY_COLUMNS, *SUM_COLUMNS)
+    for system, store, operation, status, *sums in rows:
+        counters[system].add_metric([store, operation, status], sums[0])
+        if system == "vtex" and status == "429":
+            rate_limited[store] += sums[0]
+        totals = histograms[(system, store, operation)]  # all statuses together: the latency of the endpoint
+        for i, value in enumerate(sums):
+            totals[i] += value
+    for (system, store, operation), (count, total_ms, *buckets) in sorted(histograms.items()):
+        bounds = [(f"{ms / 1000:g}", n) for ms, n in zip(BUCKETS_MS, buckets, strict=True)]
+        latencies[system].add_metric([store, operation], [*bounds, ("+Inf", count)], sum_value=total_ms / 1000)
+    for store, n in sorted(rate_limited.items()):
+        limited.add_metric([store], n)
+    yield from (*counters.values(), *latencies.values(), limited)
 
 
 def _hook_rejections() -> Iterator[Metric]:
@@ -154,6 +143,7 @@ def _alerts_firing() -> Iterator[Metric]:
 
 
 def metrics_exposition() -> bytes:
+    call_counts_flush()  # this process's latest calls; the other processes flush every few seconds
     registry = CollectorRegistry()
     registry.register(HubCollector())
     return generate_latest(registry)

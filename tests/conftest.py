@@ -9,6 +9,17 @@ from sandbox.server import Sandbox
 TOKEN = "sandbox-token-Zq81-never-shown"
 
 
+@pytest.fixture(autouse=True)
+def _call_counts_stay_in_the_test(request):
+    """Calls counted in one test (feeds/call_counts.py buffers them per process) are not written in the next
+    test's database, nor, at exit, in the developer's own database: each test starts with an empty buffer."""
+    from feeds import call_counts
+
+    call_counts.call_counts_discard()
+    yield
+    call_counts.call_counts_discard()
+
+
 @pytest.fixture
 def sandbox():
     server = Sandbox(app_token=TOKEN, seed=7, shuffle=True).start()

@@ -3,7 +3,8 @@
 Reference: ../shared/vtex/ORDERS-API.md (and https://developers.vtex.com/docs/api-reference/orders-api).
 Failures raise VtexError; VtexUnavailable marks the ones worth retrying (429, 5xx, timeouts, broken JSON).
 A failure without an HTTP answer says why in words (`cause`: connection refused, DNS, TLS, timeout) and
-where (`host`), never with the credentials.
+where (`host`), never with the credentials. Every request, answered or not, is counted for /metrics by
+feeds.call_counts (in memory; written to the database away from the caller).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import errno
 import json
+import re
 import socket
 import ssl
 import time
@@ -22,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from feeds.call_counts import call_record
 from integrationhub.http import new_session
 
 EXCERPT_CHARS = 500
@@ -230,6 +233,32 @@ def order_path(order_id: str) -> str:
     return f"/api/oms/pvt/orders/{segment}"
 
 
+# The metrics' `operation` label: one fixed name per endpoint, so no order id ever becomes a label.
+_ORDER = r"/api/oms/pvt/orders/[^/]+"
+OPERATIONS = [(method, re.compile(pattern), name) for method, pattern, name in [
+    ("GET", r"/api/orders/feed", "feed_read"),
+    ("POST", r"/api/orders/feed", "feed_commit"),
+    ("GET", r"/api/orders/feed/config", "feed_config_get"),
+    ("POST", r"/api/orders/feed/config", "feed_config_set"),
+    ("DELETE", r"/api/orders/feed/config", "feed_config_delete"),
+    ("GET", r"/api/orders/hook/config", "hook_config_get"),
+    ("POST", r"/api/orders/hook/config", "hook_config_set"),
+    ("DELETE", r"/api/orders/hook/config", "hook_config_delete"),
+    ("GET", r"/api/oms/pvt/orders", "list_orders"),
+    ("GET", _ORDER, "get_order"),
+    ("POST", _ORDER + "/start-handling", "start_handling"),
+    ("POST", _ORDER + "/cancel", "cancel_order"),
+    ("POST", _ORDER + "/invoice", "invoice"),
+    ("PATCH", _ORDER + r"/invoice/[^/]+", "invoice_update"),
+    ("PUT", _ORDER + r"/invoice/[^/]+/tracking", "tracking_update"),
+]]
+
+
+def call_operation(method: str, path: str) -> str:
+    """The endpoint a request went to, by name ("other" for one this table does not know)."""
+    return next((name for verb, pattern, name in OPERATIONS if verb == method and pattern.fullmatch(path)), "other")
+
+
 def _lower_keys(data: dict) -> dict:
     return {str(key).lower(): value for key, value in data.items()}
 
@@ -238,9 +267,10 @@ class VtexClient:
     """One VTEX account's Orders API. Not thread-safe: give each thread its own client."""
 
     def __init__(self, *, base_url: str, app_key: str, app_token: str, timeout: float, store: str = "",
-                 before_call: Callable[[], None] | None = None) -> None:
-        """`store`: the store's name, for the call metrics; `before_call`: run before every request (the
-        account's rate limiter: it may wait, or raise VtexUnavailable to refuse the call)."""
+                 before_call: Callable[[str], None] | None = None) -> None:
+        """`store`: the store's name, for the call metrics; `before_call(operation)`: run before every request
+        with its operation's name (call_operation): the account's rate limiter may wait, or raise
+        VtexUnavailable to refuse the call."""
         self.base_url = base_url.rstrip("/")
         self.store = store
         self.before_call = before_call
@@ -260,9 +290,11 @@ class VtexClient:
         self.session.close()
 
     def _request(self, method: str, path: str, *, body: Any = None, params: dict | None = None) -> tuple[requests.Response, Call]:
+        operation = call_operation(method, path)
         if self.before_call is not None:
-            self.before_call()
+            self.before_call(operation)
         started = time.monotonic()
+        status = "error"  # what the call metrics count when no HTTP answer comes
         try:
             response = self.session.request(
                 method,
@@ -271,11 +303,14 @@ class VtexClient:
                 data=None if body is None else json.dumps(body),
                 timeout=self.timeout,
             )
+            status = str(response.status_code)
         except requests.RequestException as exc:
             failure, cause = classify_failure(exc, timeout=self.timeout)
             call = Call(method, path, None, int((time.monotonic() - started) * 1000), cause)
             raise VtexUnavailable(f"{method} {path}: {cause} ({self.host})", call=call, host=self.host,
                                   failure=failure, cause=cause) from exc
+        finally:
+            call_record("vtex", self.store, operation, status, (time.monotonic() - started) * 1000)
         call = Call(method, path, response.status_code, int((time.monotonic() - started) * 1000),
                     response.text[:EXCERPT_CHARS])
         if response.status_code >= 400:

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.utils import timezone
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from feeds.cycle import sync_with_workers
 from feeds.models import FeedEvent, HookRejection, Store
+from feeds.vtex.client import VtexUnavailable
+from feeds.vtex_account import vtex_client
+from orders.erp import ORDER_READY, connector_for, idempotency_key
 from orders.models import Alert, OrderSync, SyncAttempt
+from sandbox.routing import match_route
+from tests.feeds.test_call_counts import forget_earlier_calls
+from tests.helpers import run_sync
 
-pytestmark = pytest.mark.django_db
+# Transactional: the scrape flushes the call counts on a connection of its own, which must not wait for ours.
+pytestmark = pytest.mark.django_db(transaction=True)
 TOKEN = "metrics-token-7f3c-never-logged"
+# The sandbox's route names that differ from the hub's operation labels (the others are the same).
+OPERATIONS = {"order_list": "list_orders", "order_get": "get_order", "cancel": "cancel_order",
+              "tracking": "invoice_update", "tracking_status": "tracking_update"}
 
 
 @pytest.fixture
@@ -22,11 +35,47 @@ def token(settings) -> str:
     return TOKEN
 
 
-def _scrape(client: Client) -> dict[tuple[str, tuple], float]:
+def _families(client: Client) -> list[Metric]:
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain; version=")
+    return list(text_string_to_metric_families(response.content.decode()))
+
+
+def _samples(families: list[Metric]) -> dict[tuple[str, tuple], float]:
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(response.content.decode()) for sample in family.samples}
+            for family in families for sample in family.samples}
+
+
+def _scrape(client: Client) -> dict[tuple[str, tuple], float]:
+    return _samples(_families(client))
+
+
+def _calls(got: dict[tuple[str, tuple], float], name: str) -> Counter:
+    """{(store, operation, status): count} of a calls counter."""
+    calls: Counter = Counter()
+    for (sample, labels), value in got.items():
+        if sample == name:
+            label = dict(labels)
+            calls[(label["store"], label["operation"], label["status"])] = value
+    return calls
+
+
+def _histograms(families: list[Metric], name: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """{(store, operation): (count, sum)} of a histogram, after checking that each series is consistent."""
+    [family] = [family for family in families if family.name == name]
+    assert family.type == "histogram"
+    series: dict[tuple[str, str], dict[str, float]] = {}
+    for sample in family.samples:
+        key = (sample.labels["store"], sample.labels["operation"])
+        suffix = sample.name.removeprefix(name)
+        series.setdefault(key, {})[sample.labels["le"] if suffix == "_bucket" else suffix] = sample.value
+    found = {}
+    for key, values in series.items():
+        buckets = [values[le] for le in ("0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "20", "+Inf")]
+        assert buckets == sorted(buckets), key  # cumulative: never decreasing
+        assert values["+Inf"] == values["_count"], key
+        found[key] = (values["_count"], values["_sum"])
+    return found
 
 
 def _store(name: str, **fields: object) -> Store:
@@ -51,6 +100,7 @@ def test_a_missing_or_wrong_token_gets_401(client, token):
 
 
 def test_the_figures_match_the_database(client, token):
+    forget_earlier_calls()
     now = timezone.now()
     acme = _store("acme", last_pull_at=now - timedelta(seconds=30), last_dispatch_at=now - timedelta(seconds=90),
                   vtex_paused_until=now + timedelta(seconds=45))
@@ -60,12 +110,8 @@ def test_the_figures_match_the_database(client, token):
                                        next_attempt_at=now if state == "new" else None)
               for i, state in enumerate(states)]
     OrderSync.objects.create(store=beta, order_id="1600000000001-01", state="needs_attention")
-    calls = [("get_order", "ok", 200, 40), ("start_handling", "retry", 429, 300), ("erp_send", "ok", 201, 3000),
-             ("erp_send", "retry", None, 20000), ("erp_send", "info", None, None), ("event", "ok", None, None)]
-    for step, outcome, status, ms in calls:
-        SyncAttempt.objects.create(order=orders[0], step=step, outcome=outcome, http_status=status, duration_ms=ms)
-    old = SyncAttempt.objects.create(order=orders[1], step="erp_send", outcome="ok", http_status=201, duration_ms=10)
-    SyncAttempt.objects.filter(pk=old.pk).update(created_at=now - timedelta(hours=1))  # outside the window
+    SyncAttempt.objects.create(order=orders[0], step="start_handling", outcome="retry", http_status=429,
+                               duration_ms=300)  # the timeline is not where calls are counted
     FeedEvent.objects.create(store=acme, event_id="e1", handle="h1", order_id="x", state="ready-for-handling",
                              payload={}, outcome="queued", current_change=now - timedelta(days=1))
     HookRejection.objects.create(store=acme, reason="wrong_token", count=7, last_at=now)
@@ -93,21 +139,10 @@ def test_the_figures_match_the_database(client, token):
     assert value("hub_last_pull_age_seconds", store="beta") is None
     assert value("hub_vtex_paused", store="acme") == 1 and value("hub_vtex_paused", store="beta") == 0
     assert 0 < value("hub_vtex_pause_remaining_seconds", store="acme") <= 45
-    # Calls of the window, by status; the "info" row and the event row are not calls, the old one is out.
-    assert {labels: v for (name, labels), v in got.items() if name == "hub_calls"} == {
-        (("status", "200"), ("step", "get_order"), ("store", "acme"), ("system", "vtex")): 1,
-        (("status", "429"), ("step", "start_handling"), ("store", "acme"), ("system", "vtex")): 1,
-        (("status", "201"), ("step", "erp_send"), ("store", "acme"), ("system", "erp")): 1,
-        (("status", "error"), ("step", "erp_send"), ("store", "acme"), ("system", "erp")): 1,
-    }
-    assert value("hub_vtex_rate_limited", store="acme") == 1 and value("hub_vtex_rate_limited", store="beta") == 0
-    vtex = {labels["le"]: v for (name, labels_), v in got.items() if name == "hub_call_duration_seconds_bucket"
-            for labels in [dict(labels_)] if labels["system"] == "vtex"}
-    assert (vtex["0.05"], vtex["0.25"], vtex["0.5"], vtex["+Inf"]) == (1, 1, 2, 2)
-    erp = {dict(labels)["le"]: v for (name, labels), v in got.items()
-           if name == "hub_call_duration_seconds_bucket" and dict(labels)["system"] == "erp"}
-    assert (erp["2.5"], erp["5"], erp["10"], erp["20"], erp["+Inf"]) == (0, 1, 1, 2, 2)
-    assert value("hub_call_duration_seconds_gsum", store="acme", system="erp") == pytest.approx(23.0)
+    # No call was made: no call series, but each store's 429 counter is there, at 0.
+    assert value("hub_vtex_rate_limited_total", store="acme") == 0
+    assert value("hub_vtex_rate_limited_total", store="beta") == 0
+    assert not [name for name, _ in got if name.startswith(("hub_vtex_calls", "hub_erp_calls"))]
     assert value("hub_hook_rejections_total", store="acme", reason="wrong_token") == 7
     assert value("hub_hook_rejections_total", store="unknown", reason="unknown_store") == 2
     assert value("hub_alerts_firing", store="beta", kind="jobs", severity="critical") == 1
@@ -123,3 +158,84 @@ def test_metrics_carry_no_order_ids_or_customer_data(client, token):
     body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
 
     assert "hub_orders" in body and "1700000000001" not in body and "ana.silva" not in body
+
+
+def test_each_vtex_and_erp_call_is_counted_by_operation_and_status_with_its_latency(client, token, sandbox, store):
+    [order_id] = sandbox.create_orders(1)
+    forget_earlier_calls()  # connecting the store called VTEX too
+    vtex = vtex_client(store)
+    items = vtex.feed_read()
+    vtex.feed_commit([item.handle for item in items])
+    vtex.order_get(order_id)
+    vtex.order_start_handling(order_id)
+    sandbox.fail_next("feed_read", 429)
+    with pytest.raises(VtexUnavailable):
+        vtex.feed_read()
+    erp, key = connector_for(store.erp), idempotency_key(store_name="acme", order_id=order_id, event=ORDER_READY)
+    sandbox.fail_next("erp", 503)
+    # The ERP takes the order, then answers after 1.5 s: the store's ERP timeout is 1 s, so no answer.
+    sandbox.fail_next("erp", "timeout", delay_seconds=1.5)
+    for _ in range(4):  # 503, no answer, then 200 twice: the ERP already has the key
+        erp.send(event=ORDER_READY, store_name="acme", order_id=order_id, order=sandbox.order(order_id),
+                 idempotency_key=key)
+
+    families = _families(client)  # no flush first: the scrape writes its own process's calls
+
+    got = _samples(families)
+    assert _calls(got, "hub_vtex_calls_total") == {
+        ("acme", "feed_read", "200"): 1, ("acme", "feed_read", "429"): 1, ("acme", "feed_commit", "200"): 1,
+        ("acme", "get_order", "200"): 1, ("acme", "start_handling", "204"): 1}
+    assert _calls(got, "hub_erp_calls_total") == {
+        ("acme", "erp_send", "503"): 1, ("acme", "erp_send", "error"): 1, ("acme", "erp_send", "200"): 2}
+    assert got[("hub_vtex_rate_limited_total", (("store", "acme"),))] == 1
+    vtex_latency = _histograms(families, "hub_vtex_call_duration_seconds")
+    assert {key: count for key, (count, _) in vtex_latency.items()} == {
+        ("acme", "feed_read"): 2, ("acme", "feed_commit"): 1, ("acme", "get_order"): 1, ("acme", "start_handling"): 1}
+    [(count, seconds)] = _histograms(families, "hub_erp_call_duration_seconds").values()
+    assert count == 4 and 1.0 <= seconds < 3.0  # the timed-out send waited 1 s
+    erp_buckets = {s.labels["le"]: s.value for f in families for s in f.samples
+                   if s.name == "hub_erp_call_duration_seconds_bucket"}
+    assert erp_buckets["0.5"] == 3 and erp_buckets["2.5"] == 4
+
+
+def test_the_counters_match_every_request_the_sandbox_received(client, token, sandbox, store):
+    order_ids = sandbox.create_orders(3)
+    forget_earlier_calls()
+    seen = len(sandbox.requests)
+    sandbox.fail_next("feed_read", 429)  # Retry-After 1 s: the store pauses, then reads on
+    sandbox.fail_next("order_get", 503)
+    sandbox.fail_next("erp", 503)
+
+    run_sync()  # the real engine: pull and dispatch threads, retries
+
+    families = _families(client)
+    got = _samples(families)
+    received = [(match_route(r.method, r.path), str(r.status)) for r in sandbox.requests[seen:]]
+    assert _calls(got, "hub_vtex_calls_total") == Counter(
+        ("acme", OPERATIONS.get(route.name, route.name), status) for route, status in received if route.kind == "vtex")
+    assert _calls(got, "hub_erp_calls_total") == Counter(
+        ("acme", "erp_send", status) for route, status in received if route.kind == "erp")
+    assert _calls(got, "hub_erp_calls_total")[("acme", "erp_send", "201")] == len(order_ids)
+    assert got[("hub_vtex_rate_limited_total", (("store", "acme"),))] == 1
+    for name, counter in (("hub_vtex_call_duration_seconds", "hub_vtex_calls_total"),
+                          ("hub_erp_call_duration_seconds", "hub_erp_calls_total")):
+        by_operation: Counter = Counter()
+        for (shop, operation, _), n in _calls(got, counter).items():
+            by_operation[(shop, operation)] += n
+        assert {key: count for key, (count, _) in _histograms(families, name).items()} == by_operation
+
+
+def test_calls_of_forked_sync_workers_are_counted_once(client, token, sandbox, store):
+    sandbox.create_orders(6)
+    forget_earlier_calls()
+    seen = len(sandbox.requests)
+
+    result = sync_with_workers(workers=2, timeout=60)  # this process and a forked one share the work
+
+    assert result.idle, result.summary()
+    got = _scrape(client)
+    received = [(match_route(r.method, r.path), str(r.status)) for r in sandbox.requests[seen:]]
+    # The forked worker wrote its calls as it exited; the parent's were not copied into it.
+    assert _calls(got, "hub_vtex_calls_total") == Counter(
+        ("acme", OPERATIONS.get(route.name, route.name), status) for route, status in received if route.kind == "vtex")
+    assert _calls(got, "hub_erp_calls_total") == Counter({("acme", "erp_send", "201"): 6})
