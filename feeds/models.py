@@ -261,3 +261,19 @@ class CallCount(models.Model):
     def __str__(self) -> str:
         return f"{self.system} {self.store} {self.operation} {self.status}: {self.count}"
 
+
+
+class VtexRateLimit(models.Model):
+    """One VTEX account's request budget: a token bucket every process takes from (feeds.rate_limit).
+
+    Soft state rewritten many times a second: on PostgreSQL the table is UNLOGGED (no WAL, no fsync per take),
+    so a database crash empties it and each bucket starts again. The 429 pause's record stays Store.vtex_paused_until.
+    """
+
+    account_key = models.CharField(max_length=300, primary_key=True)  # feeds.rate_limit.account_key(store)
+    tokens = models.FloatField(default=0.0)
+    refilled_at = models.DateTimeField(help_text="The tokens were counted up to this time (the database's clock)")
+    paused_until = models.DateTimeField(null=True, blank=True, help_text="VTEX answered 429: no call before this")
+
+    def __str__(self) -> str:
+        return self.account_key

@@ -187,6 +187,10 @@ HUB_PULL_CONCURRENCY = env.int("HUB_PULL_CONCURRENCY", default=3)  # feed reader
 HUB_DISPATCH_POLL_SECONDS = env.float("HUB_DISPATCH_POLL_SECONDS", default=0.5)  # idle dispatcher looks this often
 HUB_HTTP_TIMEOUT_SECONDS = env.float("HUB_HTTP_TIMEOUT_SECONDS", default=20.0)
 HUB_RATE_LIMIT_DEFAULT_SECONDS = env.float("HUB_RATE_LIMIT_DEFAULT_SECONDS", default=60.0)  # 429 without Retry-After
+# Get order and List orders per VTEX account, across every process and machine (feeds/rate_limit.py); a call
+# that finds no slot within the wait is retried later without using up the order's attempts.
+HUB_VTEX_REQUESTS_PER_MINUTE = env.int("HUB_VTEX_REQUESTS_PER_MINUTE", default=6000)
+HUB_VTEX_RATE_LIMIT_MAX_WAIT_SECONDS = env.float("HUB_VTEX_RATE_LIMIT_MAX_WAIT_SECONDS", default=10.0)
 HUB_JOB_BUDGET_SECONDS = env.float("HUB_JOB_BUDGET_SECONDS", default=50.0)  # each scheduled run loops this long
 HUB_IDLE_POLL_SECONDS = env.float("HUB_IDLE_POLL_SECONDS", default=2.0)  # pause between empty feed reads
 # Dashboard health: a job that has not succeeded for this long is "late", then "down".
