@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -11,8 +11,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import connections
@@ -28,7 +29,7 @@ from orders.services.dispatch import DispatchReport, GracefulStop, orders_dispat
 # A store that never answered in this run: the first try and two quick retries, then `sync` gives up on it.
 FAIL_FAST_ROUNDS = 3
 STOP_MARGIN_SECONDS = 5.0  # on top of the slowest calls in hand, for the database writes after them
-REPORT_WAIT_SECONDS = 30.0  # how long the feed reader may take to report after the round's dispatch ended
+log = logging.getLogger("hub.sync")
 
 
 @dataclass
@@ -41,6 +42,26 @@ class SyncResult:
     problems: list[str] = field(default_factory=list)  # each store given up: where, why and what to check
     stopped: bool = False  # a signal asked for a graceful stop
     seconds: float = 0.0
+
+    def compact(self) -> SyncResult:
+        """The same result with one pull report for all rounds, so it pickles small."""
+        total = PullReport()
+        for report in self.pulls:
+            total.merge(report)
+        total.errors, total.problems, total.notes = total.errors[-20:], total.problems[-20:], total.notes[-20:]
+        total.busy, total.blocked, total.answered = total.busy[:5], sorted(set(total.blocked)), sorted(set(total.answered))
+        return replace(self, pulls=[total])
+
+    def merge(self, other: SyncResult) -> None:
+        """Take in another worker's result: idle only if both are."""
+        self.idle = self.idle and other.idle
+        self.pulls += other.pulls
+        self.dispatch.outcomes.update(other.dispatch.outcomes)
+        self.blocked = sorted(set(self.blocked) | set(other.blocked))
+        self.owed = max(self.owed, other.owed)
+        self.problems = sorted(set(self.problems) | set(other.problems))
+        self.stopped = self.stopped or other.stopped
+        self.seconds = max(self.seconds, other.seconds)
 
     def summary(self) -> str:
         total = PullReport()
@@ -103,115 +124,61 @@ def stop_grace_seconds(*, store_ids: Iterable[int] | None = None) -> float:
 
 
 class Puller:
-    """Runs feeds_pull(until_empty=True) beside the dispatcher: in a forked process where possible.
+    """Runs feeds_pull(until_empty=True) in a thread beside the dispatcher threads of this worker process.
 
-    The hub's Python code holds the GIL; pulling in a process of its own lets `sync` use a second
-    core (the benchmark in docs/performance.md shows the difference). Without fork, a thread.
+    `sync` uses the machine's cores by running several worker processes (sync_with_workers), not by giving
+    the feed reader a process of its own: one model for `sync`, the jobs and the benchmark.
     """
 
     def __init__(self, *, deadline: float, store_ids: list[int] | None, stop: GracefulStop) -> None:
         self.report: PullReport | None = None
-        args = (deadline, store_ids)
-        if settings.HUB_SYNC_PULL_PROCESS and "fork" in multiprocessing.get_all_start_methods():
-            connections.close_all()  # the child must open its own connections, not share ours
-            context = multiprocessing.get_context("fork")
-            self._receive, send = context.Pipe(duplex=False)
-            self._runner = context.Process(target=_pull_and_send, args=(send, os.getpid(), *args), name="pull",
-                                           daemon=True)
-        else:
-            self._receive = None
-            self._runner = threading.Thread(target=self._pull_here, args=(*args, stop), name="pull", daemon=True)
+        self._runner = threading.Thread(target=self._pull, args=(deadline, store_ids, stop), name="pull", daemon=True)
         self._runner.start()
 
-    def _pull_here(self, deadline: float, store_ids: list[int] | None, stop: GracefulStop) -> None:
+    def _pull(self, deadline: float, store_ids: list[int] | None, stop: GracefulStop) -> None:
         try:
             self.report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True, stopping=stop)
+        except Exception as exc:  # the round is then not idle; the next one reads again
+            log.exception("feed reader crashed")
+            self.report = PullReport(errors=[f"feed reader crashed: {type(exc).__name__}: {exc}"])
         finally:
             connections.close_all()
 
     def is_alive(self) -> bool:
-        return self._runner.is_alive() and not (self._receive is not None and self._receive.poll())
+        return self._runner.is_alive()
 
-    def stop(self) -> None:
-        """Ask the reader process to finish its lots and release its leases (a thread sees the stop itself)."""
-        pid = getattr(self._runner, "pid", None)
-        if isinstance(self._runner, multiprocessing.process.BaseProcess) and pid and self._runner.is_alive():
+    def join(self, stop: GracefulStop) -> PullReport:
+        # The readers see the stop themselves and finish their lot; past the grace, the thread is left behind.
+        self._runner.join(timeout=None if stop.seconds_left() == math.inf else stop.seconds_left())
+        return self.report or PullReport(errors=["feed reader did not finish in time"])
+
+
+class SyncStop(GracefulStop):
+    """A graceful stop of `sync`: asked by a signal (and passed on to its worker processes), or, in a worker,
+    because the `sync` process that started it is gone."""
+
+    def __init__(self, *, grace: float, parent: int | None = None) -> None:
+        super().__init__(grace=grace)
+        self.parent = parent
+        self.workers: list[int] = []  # pids of the worker processes to pass a stop on to
+
+    def request(self) -> None:
+        first = self.requested_at is None
+        super().request()
+        if first:
+            self.pass_on()
+
+    def pass_on(self) -> None:
+        for pid in self.workers:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
-    def join(self, stop: GracefulStop) -> PullReport:
-        if self._receive is not None:
-            self.report = self._receive_report(stop)
-            self._runner.join(timeout=min(REPORT_WAIT_SECONDS, stop.seconds_left()))
-        else:
-            self._runner.join(timeout=min(REPORT_WAIT_SECONDS, stop.seconds_left()))
-        return self.report or PullReport(errors=["feed reader crashed"])
-
-    def _receive_report(self, stop: GracefulStop) -> PullReport | None:
-        assert self._receive is not None
-        limit, asked = time.monotonic() + REPORT_WAIT_SECONDS, 0.0
-        while True:
-            if stop() and time.monotonic() - asked >= 1.0:
-                # Again each second: a stop that came while the reader was starting may have found no handler yet.
-                self.stop()
-                asked = time.monotonic()
-            if self._receive.poll(0.1):
-                try:
-                    return self._receive.recv()
-                except EOFError:  # the reader died without a report
-                    return None
-            if not self._runner.is_alive() and not self._receive.poll(0):
-                return None
-            if time.monotonic() > limit or stop.seconds_left() <= 0:
-                # Past the grace: the reader is killed; its pid is gone, so the next run takes its lease at once.
-                self._runner.kill()
-                return None
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: if `sync` is killed, its feed reader goes too, instead of reading on as an orphan."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _pull_and_send(send, parent: int, deadline: float, store_ids: list[int] | None) -> None:
-    # Ctrl-C reaches the whole process group, and `sync` forwards SIGTERM: either way, finish the lots in
-    # hand (store and commit them, so no item stays hidden) and release the leases.
-    stop = GracefulStop(grace=0)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.request())
-    _die_with_parent(parent)
-    try:
-        report = feeds_pull(deadline=deadline, store_ids=store_ids, until_empty=True, stopping=stop)
-    except Exception as exc:  # reported to the parent, which treats the round as not idle
-        report = PullReport(errors=[f"feed reader crashed: {type(exc).__name__}: {exc}"])
-    finally:
-        connections.close_all()
-    send.send(report)
-    send.close()
-
-
-class SyncStop(GracefulStop):
-    """A graceful stop of `sync` that also reaches its feed reader process."""
-
-    def __init__(self, *, grace: float) -> None:
-        super().__init__(grace=grace)
-        self.owner = os.getpid()
-        self.puller: Puller | None = None
-
-    def request(self) -> None:
-        if os.getpid() != self.owner:
-            return  # a just-forked reader runs the inherited handler until it installs its own
-        super().request()
-        if self.puller is not None:
-            self.puller.stop()
+    def __call__(self) -> bool:
+        if self.parent is not None and self.requested_at is None and os.getppid() != self.parent:
+            self.request()  # `sync` is gone: finish the orders in hand rather than work on alone
+        return super().__call__()
 
 
 class _FeedWatch:
@@ -309,15 +276,11 @@ def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None, s
         round_started = timezone.now()
         pull_ids, work_ids = watch.readable(scope), watch.workable(scope)
         puller = Puller(deadline=deadline, store_ids=pull_ids, stop=stop) if pull_ids != [] else None
-        stop.puller = puller
-        if puller is not None and stop():  # asked while the reader was starting
-            puller.stop()
         dispatched = orders_dispatch(
             deadline=deadline, store_ids=work_ids, stop=stop, tick=tick,
             stop_when=lambda: (puller is None or not puller.is_alive()) and not work_pending(store_ids=work_ids),
         )
         report = puller.join(stop) if puller is not None else PullReport()
-        stop.puller = None
         result.dispatch.outcomes.update(dispatched.outcomes)
         result.pulls.append(report)
         result.owed = handles_owed(store_ids=pull_ids, now=round_started) if pull_ids != [] else 0
@@ -349,3 +312,86 @@ def _pause(seconds: float, stop: GracefulStop) -> None:
     until = time.monotonic() + seconds
     while not stop() and (left := until - time.monotonic()) > 0:
         time.sleep(min(0.1, left))
+
+
+def sync_workers_default() -> int:
+    """The cores this process may use: `sync` runs one worker process per core unless told otherwise."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def sync_with_workers(*, workers: int, timeout: float, store_ids: Iterable[int] | None = None,
+                      stop: SyncStop | None = None, on_note: Callable[[str], None] | None = None,
+                      progress_every: float = 0.0) -> SyncResult:
+    """sync_until_idle on `workers` processes: this one (which prints the notes) and workers-1 forked ones.
+
+    They share the work through the database as the job runs do (orders claimed one by one, each feed
+    leased to one process), so each can stop or die without harm. Idle when every worker is idle.
+    """
+    scope = list(store_ids) if store_ids is not None else None
+    stop = stop or SyncStop(grace=stop_grace_seconds(store_ids=scope))
+    run = {"timeout": timeout, "store_ids": scope}
+    latest = time.monotonic() + timeout + stop.grace + STOP_MARGIN_SECONDS  # no worker may outlast this
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return sync_until_idle(**run, stop=stop, on_note=on_note, progress_every=progress_every)
+    connections.close_all()  # each worker opens its own connections
+    context = multiprocessing.get_context("fork")
+    children = []
+    for n in range(1, workers):
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=_sync_worker, args=(send, os.getpid(), stop.grace, run), name=f"sync-{n}",
+                                daemon=True)
+        child.start()
+        send.close()
+        children.append((child, receive))
+        stop.workers.append(child.pid)
+    if stop():  # asked while the workers were starting: the later ones were not told yet
+        stop.pass_on()
+    try:
+        result = sync_until_idle(**run, stop=stop, on_note=on_note, progress_every=progress_every)
+    except BaseException:
+        for child, _ in children:
+            child.kill()  # no one would read their results; the next run frees their claims at once
+        raise
+    for n, (child, receive) in enumerate(children, start=1):
+        theirs = _worker_result(child, receive, latest=latest, stop=stop)
+        if theirs is None:
+            theirs = SyncResult(idle=False, problems=[f"sync worker {n} (pid {child.pid}) did not report"])
+        result.merge(theirs)
+        child.join(timeout=5)
+    return result
+
+
+def _worker_result(child: multiprocessing.process.BaseProcess, receive: Any, *, latest: float,
+                   stop: SyncStop) -> SyncResult | None:
+    """A worker's result; it may still be finishing the orders in hand (started with the same timeout, it
+    ends about when this process does), so wait for it, up to `latest` or the end of a stop's grace."""
+    while True:
+        if receive.poll(0.1):
+            try:
+                return receive.recv()
+            except EOFError:  # died without a report
+                return None
+        if not child.is_alive() and not receive.poll(0):
+            return None
+        if stop.seconds_left() <= 0 or time.monotonic() > latest:
+            child.kill()  # its claims and leases are freed at once by the next run on this host
+            return None
+
+
+def _sync_worker(send: Any, parent: int, grace: float, run: dict[str, Any]) -> None:
+    stop = SyncStop(grace=grace, parent=parent)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Ctrl-C reaches every worker, and `sync` passes SIGTERM on: each finishes its orders in hand.
+        signal.signal(signum, lambda *_: stop.request())
+    try:
+        result = sync_until_idle(**run, stop=stop)
+    except Exception as exc:  # reported to `sync`, which is then not idle
+        log.exception("sync worker crashed")
+        result = SyncResult(idle=False, problems=[f"sync worker crashed: {type(exc).__name__}: {exc}"])
+    finally:
+        connections.close_all()
+    send.send(result.compact())  # small: a pipe holds 64 KB before a send blocks
+    send.close()

@@ -1,6 +1,7 @@
 """Named leases: one holder at a time across processes and machines, expiring on their own after a crash.
 
-The holder is "hostname:pid:pid-namespace". A lease whose holder is on this host, in this PID namespace,
+Leases last HUB_CLAIM_SECONDS and this process's heartbeat (feeds.heartbeat) renews the ones it holds, so
+a dead holder's lease is free within that time. The holder is "hostname:pid:pid-namespace". A lease whose holder is on this host, in this PID namespace,
 and whose pid no longer exists is taken over at once instead of after its expiry: no process can be
 using it. Anything less certain (another host, another namespace, a pid that exists) waits for expiry.
 """
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from django.db.models import Q
 from django.utils import timezone
 
+from feeds.heartbeat import Holds, hold_seconds
 from feeds.models import JobLease
 
 log = logging.getLogger("hub.leases")
@@ -85,12 +87,14 @@ class LeaseAttempt:
     took_over: bool = False
 
 
-def lease_acquire(*, name: str, seconds: float) -> LeaseAttempt:
-    """Hold the lease `name` for `seconds`, unless another live holder has it; says who has it if so."""
+def lease_acquire(*, name: str) -> LeaseAttempt:
+    """Hold the lease `name` (renewed by the heartbeat until released), unless another live holder has it;
+    says who has it if so."""
     JobLease.objects.get_or_create(name=name)
     now = timezone.now()
-    values = {"held_until": now + timedelta(seconds=seconds), "holder": lease_holder_id()}
+    values = {"held_until": now + timedelta(seconds=hold_seconds()), "holder": lease_holder_id()}
     if JobLease.objects.filter(name=name).filter(Q(held_until__isnull=True) | Q(held_until__lt=now)).update(**values):
+        _held.add(name)
         return LeaseAttempt(taken=True)
     row = JobLease.objects.filter(name=name).values_list("holder", "held_until").first()
     if row is None:  # deleted meanwhile: try once more next time
@@ -100,24 +104,30 @@ def lease_acquire(*, name: str, seconds: float) -> LeaseAttempt:
         # Matching the holder and expiry we read: of two processes taking over at once, one wins.
         if JobLease.objects.filter(name=name, holder=row[0], held_until=row[1]).update(**values):
             log.warning("lease %s: took it over from %s, which no longer exists", name, holder.describe())
+            _held.add(name)
             return LeaseAttempt(taken=True, holder=holder, took_over=True)
     return LeaseAttempt(taken=False, holder=holder)
 
 
-def lease_take(*, name: str, seconds: float) -> bool:
-    """Hold the lease `name` for `seconds`, unless another live holder has it."""
-    return lease_acquire(name=name, seconds=seconds).taken
+def lease_take(*, name: str) -> bool:
+    """Hold the lease `name` until released, unless another live holder has it."""
+    return lease_acquire(name=name).taken
 
 
-def lease_renew(*, names: Iterable[str], seconds: float) -> None:
-    """Extend our own leases; one that expired and was taken by another process stays theirs."""
-    JobLease.objects.filter(name__in=list(names), holder=lease_holder_id()).update(
+def _leases_renew(names: list[str], seconds: float) -> None:
+    """The heartbeat's renewal: extend our own leases; one that lapsed and was taken by another stays theirs."""
+    JobLease.objects.filter(name__in=names, holder=lease_holder_id()).update(
         held_until=timezone.now() + timedelta(seconds=seconds))
+
+
+_held = Holds("leases", _leases_renew)
 
 
 def lease_release(*, names: Iterable[str]) -> None:
     """Free our own leases at once (never another holder's)."""
-    JobLease.objects.filter(name__in=list(names), holder=lease_holder_id()).update(held_until=None, holder="")
+    names = list(names)
+    _held.discard(names)
+    JobLease.objects.filter(name__in=names, holder=lease_holder_id()).update(held_until=None, holder="")
 
 
 def store_pull_lease(store_id: int) -> str:

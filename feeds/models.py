@@ -89,6 +89,9 @@ class ErpConnection(models.Model):
     headers = EncryptedJSONField(default=dict, blank=True)  # may hold credentials: encrypted, never rendered back
     timeout_seconds = models.FloatField(default=20.0)
     connector = models.CharField(max_length=200, default=DEFAULT_CONNECTOR)
+    # The circuit breaker (orders/services/erp_breaker.py): failures in a row, and while it is open, until when.
+    breaker_failures = models.PositiveIntegerField(default=0)
+    breaker_open_until = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"ERP of {self.store}"

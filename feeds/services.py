@@ -19,7 +19,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from feeds.handles import DEFAULT_VISIBILITY_SECONDS, commit_margin, events_live, visibility_of
-from feeds.leases import lease_acquire, lease_release, lease_renew, store_pull_lease
+from feeds.leases import lease_acquire, lease_release, store_pull_lease
 from feeds.models import FeedConfig, FeedEvent, Store
 from feeds.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
 from feeds.vtex_account import store_pause, vtex_client
@@ -34,6 +34,7 @@ COMMIT_TRIES_UNREACHABLE = 3  # refused, DNS, TLS: seldom fixed within seconds, 
 FEED_RETRY_FIRST_SECONDS = 30
 FEED_RETRY_MAX_SECONDS = 600
 VTEX_LOG_LINES = 30
+LEASE_LOOK_SECONDS = 5.0  # how often the polling job looks for a feed whose reader went away
 
 
 # What to check, by what went wrong. The flags are connect_store's.
@@ -484,50 +485,69 @@ def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until
                readers: int | None = None, stopping: Callable[[], bool] | None = None) -> PullReport:
     """Read every enabled store's feed with HUB_PULL_CONCURRENCY readers each, until `deadline` (monotonic).
 
+    Each feed is read by one process at a time (a lease per store, kept alive by the heartbeat). A feed
+    another process reads is left to it; the polling job looks again every few seconds, so it takes the feed
+    over within HUB_CLAIM_SECONDS of that process dying.
     until_empty: stop when the feeds answer an empty lot (the `sync` command); otherwise keep polling
     every HUB_IDLE_POLL_SECONDS until the deadline (the scheduled job), so a new event waits seconds,
     not a minute. stopping: a graceful stop; the readers finish their lot, then the leases are released.
     """
     report = PullReport()
-    started = timezone.now()
     stores = Store.objects.filter(enabled=True)
     if store_ids is not None:
         stores = stores.filter(pk__in=list(store_ids))
-    # Short and renewed while we read, so the feed of a process that crashed is free again soon.
-    lease = min(60.0, settings.HUB_CLAIM_SECONDS)
-    stores = list(stores)
-    mine = []
-    for store in stores:
-        attempt = lease_acquire(name=store_pull_lease(store.pk), seconds=lease)
-        holder = attempt.holder.describe() if attempt.holder else "another process"
-        if attempt.taken:
-            mine.append(store)
-            if attempt.took_over:
-                report.notes.append(f"took over the feed of {store.name} from {holder}: that process is gone")
-        else:
-            report.busy.append(BusyFeed(store=store.name, holder=holder.split(" (")[0],
-                                        text=f"feed of {store.name} is being read by {holder}"))
-    leases = [store_pull_lease(store.pk) for store in mine]
-    report.stores_busy = len(stores) - len(mine)
+    waiting = list(stores)
+    leases: list[str] = []
+    threads: list[threading.Thread] = []
     results: list[PullReport] = []
 
-    def read(store: Store, n: int) -> None:
+    def read(store: Store, n: int, taken_at: datetime) -> None:
         # Reader 0 first commits what an earlier pull left uncommitted: with the lease held, no one else does.
         results.append(feed_read_loop(store=store, deadline=deadline, until_empty=until_empty,
-                                      stored_before=started if n == 0 else None, stopping=stopping))
+                                      stored_before=taken_at if n == 0 else None, stopping=stopping))
 
-    threads = [threading.Thread(target=read, args=(store, n), name=f"pull-{store.name}-{n}", daemon=True)
-               for store in mine for n in range(max(1, readers or settings.HUB_PULL_CONCURRENCY))]
-    for thread in threads:
-        thread.start()
+    def take_free(first: bool) -> None:
+        for store in list(waiting):
+            attempt = lease_acquire(name=store_pull_lease(store.pk))
+            holder = attempt.holder.describe() if attempt.holder else "another process"
+            if not attempt.taken:
+                if first:
+                    report.busy.append(BusyFeed(store=store.name, holder=holder.split(" (")[0],
+                                                text=f"feed of {store.name} is being read by {holder}"))
+                continue
+            if attempt.took_over:
+                report.notes.append(f"took over the feed of {store.name} from {holder}: that process is gone")
+            waiting.remove(store)
+            leases.append(store_pull_lease(store.pk))
+            taken_at = timezone.now()
+            for n in range(max(1, readers or settings.HUB_PULL_CONCURRENCY)):
+                thread = threading.Thread(target=read, args=(store, n, taken_at), name=f"pull-{store.name}-{n}",
+                                          daemon=True)
+                threads.append(thread)
+                thread.start()
+
+    take_free(first=True)
+    report.stores_busy = len(waiting)
     try:
-        while any(thread.is_alive() for thread in threads):
-            for thread in threads:
-                thread.join(timeout=lease / 4)
-            lease_renew(names=leases, seconds=lease)
+        # The polling job looks again for feeds whose reader went away; `sync` leaves them to that reader.
+        while not until_empty and waiting and not (stopping is not None and stopping()):
+            if (left := deadline - time.monotonic()) <= 0:
+                break
+            _join_for(threads, seconds=min(LEASE_LOOK_SECONDS, left))
+            take_free(first=False)
+        for thread in threads:
+            thread.join()  # each ends by the deadline, or after its lot on a stop
     finally:
         lease_release(names=leases)
     for result in results:
         report.merge(result)
     report.blocked = sorted(set(report.blocked))
     return report
+
+
+def _join_for(threads: list[threading.Thread], *, seconds: float) -> None:
+    """Wait `seconds` (joining, so a reader that ends is collected meanwhile)."""
+    until = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(timeout=max(0.0, until - time.monotonic()))
+    time.sleep(max(0.0, until - time.monotonic()))

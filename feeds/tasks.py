@@ -7,25 +7,28 @@ import time
 from django.conf import settings
 
 from feeds.job_control import schedule_paused
-from feeds.jobs import job_continue
-from feeds.leases import lease_release, lease_take
+from feeds.jobs import job_continue, job_slot_take, job_slots, job_slots_free
+from feeds.leases import lease_release
 from feeds.models import Store
 from feeds.services import feeds_pull
 
 
 def pull_feeds(continuous: bool = False) -> str:
-    """Read every enabled store's feed for HUB_JOB_BUDGET_SECONDS, then (continuous) queue the next run at once.
+    """Read the enabled stores' feeds for HUB_JOB_BUDGET_SECONDS, then (continuous) queue the next run at once.
 
-    The minute schedule starts it; each run queues the next, so the feed is read without gaps. The lease
-    keeps a second chain (the schedule firing while a run is active) from starting.
+    The minute schedule starts it; each run queues the next, so the feeds are read without gaps. Up to
+    HUB_PULL_RUNS runs at once (feeds/jobs.py); each feed is read by one of them, and a run without a feed
+    takes one over when its reader dies.
     """
-    budget = settings.HUB_JOB_BUDGET_SECONDS
-    if not lease_take(name="pull_feeds", seconds=budget + 60):
-        return "another pull run is active"
+    slot = job_slot_take("pull_feeds")
+    if slot is None:
+        return f"all {job_slots('pull_feeds')} pull runs are active"
     try:
-        report = feeds_pull(deadline=time.monotonic() + budget, until_empty=False)
+        if continuous and job_slots_free("pull_feeds"):
+            job_continue("feeds.tasks.pull_feeds")  # fill the other slots within seconds
+        report = feeds_pull(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS, until_empty=False)
     finally:
-        lease_release(names=["pull_feeds"])
+        lease_release(names=[slot])
     if continuous and not schedule_paused("pull_feeds"):  # staff paused it: let the chain end here
         job_continue("feeds.tasks.pull_feeds")
     return report.summary()

@@ -182,7 +182,6 @@ HUB_RETRY_BASE_SECONDS = env.float("HUB_RETRY_BASE_SECONDS", default=5.0)
 HUB_RETRY_MAX_SECONDS = env.float("HUB_RETRY_MAX_SECONDS", default=900.0)
 HUB_MAX_ATTEMPTS = env.int("HUB_MAX_ATTEMPTS", default=10)
 HUB_DISPATCH_CONCURRENCY = env.int("HUB_DISPATCH_CONCURRENCY", default=12)
-HUB_SYNC_PULL_PROCESS = env.bool("HUB_SYNC_PULL_PROCESS", default=True)  # `sync` reads feeds in a child process
 HUB_PULL_CONCURRENCY = env.int("HUB_PULL_CONCURRENCY", default=3)  # feed readers per store
 HUB_DISPATCH_POLL_SECONDS = env.float("HUB_DISPATCH_POLL_SECONDS", default=0.5)  # idle dispatcher looks this often
 HUB_HTTP_TIMEOUT_SECONDS = env.float("HUB_HTTP_TIMEOUT_SECONDS", default=20.0)
@@ -196,7 +195,18 @@ HUB_IDLE_POLL_SECONDS = env.float("HUB_IDLE_POLL_SECONDS", default=2.0)  # pause
 # Dashboard health: a job that has not succeeded for this long is "late", then "down".
 HUB_LATE_AFTER_SECONDS = env.float("HUB_LATE_AFTER_SECONDS", default=180.0)
 HUB_DOWN_AFTER_SECONDS = env.float("HUB_DOWN_AFTER_SECONDS", default=900.0)
-HUB_CLAIM_SECONDS = env.float("HUB_CLAIM_SECONDS", default=300.0)  # a crashed worker's claim expires after this
+# Order claims and feed/job leases last this long unless the holder's heartbeat renews them: a process that
+# dies (SIGKILL, a lost machine) leaves its work to others within this time.
+HUB_CLAIM_SECONDS = env.float("HUB_CLAIM_SECONDS", default=30.0)
+HUB_HEARTBEAT_SECONDS = env.float("HUB_HEARTBEAT_SECONDS", default=10.0)  # at most a third of HUB_CLAIM_SECONDS
+# Runs of the continuous jobs at once, across every cluster and machine (feeds/jobs.py): each needs a job worker.
+HUB_PULL_RUNS = env.int("HUB_PULL_RUNS", default=2)  # one reads each feed; another stands by to take it over
+HUB_DISPATCH_RUNS = env.int("HUB_DISPATCH_RUNS", default=2)
+# The ERP circuit breaker: after this many failures in a row, no order goes to that ERP for this long.
+HUB_ERP_BREAKER_FAILURES = env.int("HUB_ERP_BREAKER_FAILURES", default=5)
+HUB_ERP_BREAKER_SECONDS = env.float("HUB_ERP_BREAKER_SECONDS", default=30.0)
+# The daily prune_history job removes committed events and finished orders' timelines older than this.
+HUB_RETENTION_DAYS = env.int("HUB_RETENTION_DAYS", default=90)
 # Fernet keys (comma-separated, newest first) that encrypt app tokens and ERP header values at rest.
 HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
 # The only ERP connector classes a store may name (the admin and connect_store refuse any other path).
@@ -221,14 +231,25 @@ DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="hub@localhost")
 
 Q_CLUSTER = {
     "name": "integrationhub",
-    "orm": "default",  # the database is the broker: no Redis to run
-    "workers": env.int("HUB_Q_WORKERS", default=3),
+    # The pull and dispatch runs (HUB_PULL_RUNS + HUB_DISPATCH_RUNS) plus two for the other jobs.
+    "workers": env.int("HUB_Q_WORKERS", default=6),
     "timeout": int(HUB_JOB_BUDGET_SECONDS) + 40,
     "retry": int(HUB_JOB_BUDGET_SECONDS) + 70,  # must exceed timeout
     "max_attempts": 1,  # each job resumes from the database; the next schedule is the retry
     "catch_up": False,
     "save_limit": 500,
+    "save_limit_per": "func",  # 500 results of each job: the minute jobs do not push out the daily prune's
     "ack_failures": True,
     "poll": 1,
     "label": "Jobs",
 }
+# The broker carries queued jobs only; the hub's own tables stay the record of what is left to do (a broker may
+# lose a message: the minute schedules and the database claims make up for it). Default: the database itself.
+# For several machines, django-q2's Redis broker: HUB_BROKER_URL=redis://host:6379/0.
+HUB_BROKER_URL = env("HUB_BROKER_URL", default="")
+if HUB_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
+    Q_CLUSTER["redis"] = HUB_BROKER_URL
+elif HUB_BROKER_URL:
+    sys.exit(f"HUB_BROKER_URL must be a redis:// URL (or empty for the database broker), not {HUB_BROKER_URL.split(':')[0]}:…")
+else:
+    Q_CLUSTER["orm"] = "default"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 from django.utils import timezone
@@ -178,7 +178,8 @@ def job_health(at: datetime | None, *, enabled: bool, now: datetime) -> JobHealt
 
 
 def store_verdict(*, enabled: bool, pull: JobHealth, dispatch: JobHealth, feed_status: str, feed_error: str,
-                  paused_until: datetime | None, erp_failing: bool, erp_error: str) -> Verdict:
+                  paused_until: datetime | None, erp_failing: bool, erp_error: str,
+                  erp_breaker_until: datetime | None = None, erp_breaker_failures: int = 0) -> Verdict:
     """The one verdict, from every signal at once; the first rule that applies wins (worst or most telling first).
 
     Blocked and paused come before down: they say why nothing succeeds, and waiting will not fix a
@@ -195,6 +196,9 @@ def store_verdict(*, enabled: bool, pull: JobHealth, dispatch: JobHealth, feed_s
                        feed_error)
     if paused_until is not None:
         return Verdict("paused", f"VTEX answered 429 (too many requests): no call before {when(paused_until)}")
+    if erp_breaker_until is not None:
+        return Verdict("paused", f"the ERP failed {erp_breaker_failures} times in a row (circuit breaker open): "
+                                 f"orders wait, and it is tried again at {when(erp_breaker_until)}", erp_error)
     late = [name for name, job in (("pull", pull), ("dispatch", dispatch)) if job.badge in ("late", "down")]
     stale = "; ".join(_job_silence(name, job) for name, job in (("pull", pull), ("dispatch", dispatch))
                       if name in late)
@@ -264,6 +268,8 @@ def health_annotate(stores: QuerySet, *, now: datetime) -> QuerySet:
     return stores.annotate(
         erp_outcome=Subquery(last_erp.values("outcome")[:1]),
         erp_message=Subquery(last_erp.values("message")[:1]),
+        erp_breaker_until=F("erp__breaker_open_until"),
+        erp_breaker_failures=F("erp__breaker_failures"),
     )
 
 
@@ -287,7 +293,13 @@ def verdict_of(store: Store, *, now: datetime) -> Verdict:
     return store_verdict(enabled=store.enabled, pull=pull, dispatch=dispatch, feed_status=store.feed_status,
                          feed_error=store.feed_error, paused_until=_paused_until(store, now),
                          erp_failing=store.erp_outcome not in (None, "", SyncAttempt.Outcome.OK),
-                         erp_error=_erp_error(store))
+                         erp_error=_erp_error(store), erp_breaker_until=_breaker_until(store, now),
+                         erp_breaker_failures=store.erp_breaker_failures or 0)
+
+
+def _breaker_until(store: Store, now: datetime) -> datetime | None:
+    until = store.erp_breaker_until
+    return until if until and until > now else None  # open only while it lasts
 
 
 def stores_health(*, now: datetime | None = None) -> list[StoreVerdict]:

@@ -7,7 +7,7 @@ import time
 from django.conf import settings
 
 from feeds.job_control import schedule_paused
-from feeds.jobs import job_continue
+from feeds.jobs import job_continue, job_slot_take, job_slots, job_slots_free
 from feeds.leases import lease_release, lease_take
 from orders.alerts import alerts_evaluate
 from orders.services.dispatch import orders_dispatch
@@ -15,14 +15,19 @@ from orders.services.process import order_process
 
 
 def dispatch_orders(continuous: bool = False) -> str:
-    """Work due orders for HUB_JOB_BUDGET_SECONDS, then (continuous) queue the next run at once (see pull_feeds)."""
-    budget = settings.HUB_JOB_BUDGET_SECONDS
-    if not lease_take(name="dispatch_orders", seconds=budget + 60):
-        return "another dispatch run is active"
+    """Work due orders for HUB_JOB_BUDGET_SECONDS, then (continuous) queue the next run at once (see pull_feeds).
+
+    Up to HUB_DISPATCH_RUNS runs at once, in any job worker of any cluster: each order is claimed by one.
+    """
+    slot = job_slot_take("dispatch_orders")
+    if slot is None:
+        return f"all {job_slots('dispatch_orders')} dispatch runs are active"
     try:
-        report = orders_dispatch(deadline=time.monotonic() + budget)
+        if continuous and job_slots_free("dispatch_orders"):
+            job_continue("orders.tasks.dispatch_orders")  # fill the other slots within seconds
+        report = orders_dispatch(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS)
     finally:
-        lease_release(names=["dispatch_orders"])
+        lease_release(names=[slot])
     if continuous and not schedule_paused("dispatch_orders"):  # staff paused it: let the chain end here
         job_continue("orders.tasks.dispatch_orders")
     return report.summary()
@@ -55,15 +60,15 @@ def reconcile_orders() -> str:
 
 
 ALERTS_LEASE = "evaluate_alerts"
-ALERTS_LEASE_SECONDS = 120.0  # longer than one run, webhook timeouts included; a crashed run frees it by itself
 
 
 def evaluate_alerts() -> str:
     """Compare the health signals with the open alerts and send what is due (every minute)."""
     # Two runs at once (a late one and the next) would both see a new signal and both send "firing".
-    if not lease_take(name=ALERTS_LEASE, seconds=ALERTS_LEASE_SECONDS):
+    if not lease_take(name=ALERTS_LEASE):
         return "another alert evaluation is running"
     try:
         return alerts_evaluate().summary()
     finally:
         lease_release(names=[ALERTS_LEASE])
+

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from feeds.models import Store
 from orders.models import OrderSync
+from orders.services.erp_breaker import waiting_on_open_breaker
 from orders.services.process import claims_release_dead_local, order_process
 
 log = logging.getLogger("hub.dispatch")
@@ -65,12 +66,14 @@ def _scope(store_ids: Iterable[int] | None) -> Q:
 
 
 def orders_due(*, store_ids: Iterable[int] | None = None, exclude: Iterable[int] = (), limit: int = 100) -> list[int]:
-    """Ids of orders whose next attempt is due, not held by a worker, of enabled, unpaused stores."""
+    """Ids of orders whose next attempt is due, not held by a worker, of enabled, unpaused stores, leaving aside
+    those whose next step needs an ERP whose circuit breaker is open."""
     now = timezone.now()
     rows = (
         OrderSync.objects.filter(_scope(store_ids), next_attempt_at__lte=now, store__enabled=True)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
         .filter(Q(store__vtex_paused_until__isnull=True) | Q(store__vtex_paused_until__lte=now))
+        .exclude(waiting_on_open_breaker(now))
         .exclude(pk__in=list(exclude))
         .order_by("next_attempt_at")
     )

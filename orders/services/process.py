@@ -18,7 +18,7 @@ import uuid
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -26,14 +26,17 @@ from django.db import transaction
 from django.db.models import Case, DateTimeField, Q, Value, When
 from django.utils import timezone
 
+from feeds.heartbeat import Holds, hold_seconds
 from feeds.leases import holder_is_gone, lease_holder_id
 from feeds.models import ErpConnection, Store
+from feeds.rate_limit import REFUSED_CODE
 from feeds.vtex_account import store_pause, vtex_client
 from feeds.vtex.client import Call, OrderDocument, VtexClient, VtexError, VtexUnavailable
 from integrationhub.personal_data import mask_text
 from orders import erp
 from orders.models import OrderSync, SyncAttempt
 from orders.services.backoff import retry_delay
+from orders.services.erp_breaker import breaker_failure, breaker_success
 
 log = logging.getLogger("hub.orders")
 
@@ -45,6 +48,7 @@ WORKING_STATES = (OrderSync.State.NEW, OrderSync.State.SENT_TO_ERP)
 # What a run reads (not the large order document); the store and ERP rows come along for the clients.
 LOADED_FIELDS = ("store", "order_id", "state", "cancel_pending", "attempts", "erp_accepted_at", "erp_reference",
                  "erp_cancel_sent_at")
+LIMITER_RETRY_SECONDS = 1.0  # after the account's request budget had no slot in time
 # Store and ERP rows are read once per thread for this long, not once per order: edits apply within seconds.
 STORE_CACHE_SECONDS = 5.0
 
@@ -94,16 +98,32 @@ def clients_for(store: Store) -> Clients:
     return cache[store.pk][1]
 
 
+def _claims_renew(tokens: list[str], seconds: float) -> None:
+    """The heartbeat's renewal of the claims this process's workers hold (never one taken over meanwhile)."""
+    OrderSync.objects.filter(claimed_by=lease_holder_id(), claim_token__in=tokens).update(
+        claimed_until=timezone.now() + timedelta(seconds=seconds))
+
+
+_claims = Holds("order claims", _claims_renew)
+
+
 def order_claim(*, sync_id: int, due_only: bool = True) -> str | None:
-    """Hand the order to this worker alone; returns the claim token, or None if someone has it."""
+    """Hand the order to this worker alone; returns the claim token, or None if someone has it.
+
+    The claim lasts HUB_CLAIM_SECONDS and the heartbeat renews it until order_process lets go of it.
+    """
     now = timezone.now()
     token = uuid.uuid4().hex
     rows = OrderSync.objects.filter(pk=sync_id).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     if due_only:
         rows = rows.filter(next_attempt_at__lte=now)
-    claimed = rows.update(claim_token=token, claimed_until=now + timedelta(seconds=settings.HUB_CLAIM_SECONDS),
+    _claims.add(token)  # before the UPDATE: a beat between the two only renews a row we are about to hold
+    claimed = rows.update(claim_token=token, claimed_until=now + timedelta(seconds=hold_seconds()),
                           claimed_by=lease_holder_id())
-    return token if claimed == 1 else None
+    if claimed != 1:
+        _claims.discard([token])
+        return None
+    return token
 
 
 def claims_release_dead_local() -> int:
@@ -210,6 +230,13 @@ class OrderRun:
                          retry_at=timezone.now() + timedelta(seconds=delay),
                          attempts=attempts, last_error=message, error_kind=kind)
 
+    def wait(self, *, step: str, message: str, kind: str, until: datetime, call: Call | None = None) -> OrderSync:
+        """Come back at `until` without using up an attempt: what failed is shared (the account's request budget,
+        an ERP whose circuit breaker is open), not this order, so no outage, however long, parks it."""
+        return self.save(step=step, outcome=SyncAttempt.Outcome.RETRY, call=call, release=True, retry_at=until,
+                         message=f"{message}; waiting until {until:%H:%M:%S} UTC", last_error=message,
+                         error_kind=kind)
+
     def park(self, *, step: str, message: str, kind: str, call: Call | None = None, **fields: Any) -> OrderSync:
         """Needs attention: nothing more happens until staff act (or a cancel notice is owed)."""
         # The message may quote an ERP answer with the customer's data: logs get the masked text.
@@ -248,6 +275,10 @@ class OrderRun:
             if sync.state == OrderSync.State.SENT_TO_ERP:
                 return self.step_start_handling()
         except VtexUnavailable as exc:
+            if exc.code == REFUSED_CODE:
+                self.wait(step=self._step_of(exc.call), message=str(exc), kind="vtex_rate_limited",
+                          until=timezone.now() + timedelta(seconds=exc.retry_after or LIMITER_RETRY_SECONDS))
+                return False
             if exc.rate_limited:
                 store_pause(store_id=sync.store_id, retry_after=exc.retry_after)
             self.retry(step=self._step_of(exc.call), message=str(exc), call=exc.call, retry_after=exc.retry_after,
@@ -326,9 +357,16 @@ class OrderRun:
 
     def _erp_result(self, result: erp.ErpResult, *, step: str) -> bool:
         """True when accepted; otherwise schedules a retry or parks the order."""
+        connection = self.sync.store.erp
         if result.outcome == "accepted":
+            breaker_success(connection)
             return True
         if result.outcome == "retry":
+            if open_until := breaker_failure(connection):
+                self.wait(step=step, call=_erp_call(result), kind="erp_unavailable", until=open_until,
+                          message=f"{result.message}; the ERP failed {connection.breaker_failures} times in a row "
+                                  "(circuit breaker open)")
+                return False
             self.retry(step=step, message=result.message, call=_erp_call(result), kind="erp_unavailable",
                        retry_after=result.retry_after)
         else:
@@ -440,14 +478,18 @@ def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True, 
     if token is None:
         return None
     # Reads one row; if even that fails the database is down and the claim's expiry is the only way back.
-    run = OrderRun(sync_id=sync_id, token=token, by=by, stopping=stopping)
     try:
-        return run.resend() if resend else run.run()
-    except Exception as exc:  # any failure (a bug, a broken store row) lands on the timeline and frees the order
-        log.exception("order %s: unexpected error", run.sync.order_id)
+        run = OrderRun(sync_id=sync_id, token=token, by=by, stopping=stopping)
         try:
-            run.retry(step=run.step, message=f"internal error: {type(exc).__name__}: {str(exc)[:500]}",
-                      kind="internal_error")
-        except ClaimLost:
-            pass
-        return run.sync.state
+            return run.resend() if resend else run.run()
+        except Exception as exc:  # any failure (a bug, a broken store row) lands on the timeline and frees the order
+            log.exception("order %s: unexpected error", run.sync.order_id)
+            try:
+                run.retry(step=run.step, message=f"internal error: {type(exc).__name__}: {str(exc)[:500]}",
+                          kind="internal_error")
+            except ClaimLost:
+                pass
+            return run.sync.state
+    finally:
+        # Released (or, if even that write failed, left to expire within HUB_CLAIM_SECONDS): no more renewals.
+        _claims.discard([token])

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -14,6 +15,7 @@ import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
 
+from feeds.leases import store_pull_lease
 from feeds.models import FeedEvent, JobLease
 from feeds.tasks import pull_feeds
 from orders.models import OrderSync
@@ -64,12 +66,30 @@ def test_the_pull_job_first_commits_the_live_handles_an_earlier_run_left_uncommi
     assert not FeedEvent.objects.filter(committed_at__isnull=True).exists()
 
 
-def test_qcluster_runs_the_schedules_and_moves_orders(sandbox, transactional_db):
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"  # a database of its own, emptied before use
+
+
+def _redis_broker() -> str:
+    """HUB_BROKER_URL for the Redis broker, on an emptied database; skips without Redis unless CI requires it."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).flushdb()
+    except redis.RedisError as exc:
+        if os.environ.get("HUB_REQUIRE_REDIS"):
+            raise
+        pytest.skip(f"no Redis at {REDIS_TEST_URL}: {exc}")
+    return REDIS_TEST_URL
+
+
+@pytest.mark.parametrize("broker", ["database", "redis"])
+def test_qcluster_runs_the_schedules_and_moves_orders(sandbox, transactional_db, broker):
     assert _manage(*_connect_args(sandbox)).returncode == 0
     assert _manage("setup_schedules").returncode == 0
     order_ids = sandbox.create_orders(10)
-    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT,
-                               env=_env(HUB_JOB_BUDGET_SECONDS="8", HUB_Q_WORKERS="2"),
+    env = _env(HUB_JOB_BUDGET_SECONDS="8", HUB_Q_WORKERS="2",
+               HUB_BROKER_URL=_redis_broker() if broker == "redis" else "")
+    cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -77,6 +97,12 @@ def test_qcluster_runs_the_schedules_and_moves_orders(sandbox, transactional_db)
             if OrderSync.objects.filter(state="handling_started").count() == len(order_ids):
                 break
             time.sleep(0.5)
+        if broker == "redis":  # the cluster's queue and its statistics live in Redis, none in the database
+            import redis
+            from django_q.models import OrmQ
+
+            assert redis.Redis.from_url(REDIS_TEST_URL).keys("django_q:integrationhub:*")
+            assert not OrmQ.objects.exists()
     finally:
         os.killpg(cluster.pid, signal.SIGKILL)
         cluster.wait(timeout=10)
@@ -104,16 +130,34 @@ def test_two_sync_processes_at_once_never_work_one_order_twice(sandbox, transact
     assert not JobLease.objects.filter(name__startswith="pull-store:", held_until__isnull=False).exists()
 
 
-def test_a_second_run_of_a_continuous_job_stands_aside_while_one_is_active(sandbox, store, settings):
+def test_a_run_of_a_continuous_job_stands_aside_while_all_its_slots_are_active(sandbox, store, settings):
     from feeds.leases import lease_release, lease_take
 
     settings.HUB_JOB_BUDGET_SECONDS = 0.5
+    settings.HUB_PULL_RUNS = 2
     sandbox.create_orders(1)
-    assert lease_take(name="pull_feeds", seconds=60)  # as if a run were active in another worker
+    assert lease_take(name="pull_feeds:0") and lease_take(name="pull_feeds:1")  # as if two runs were active
 
-    assert pull_feeds() == "another pull run is active"
-    assert dispatch_orders() != "another dispatch run is active"
+    assert pull_feeds() == "all 2 pull runs are active"
+    assert "dispatch runs are active" not in dispatch_orders()
     assert not [r for r in sandbox.requests if r.path == "/api/orders/feed"]
 
-    lease_release(names=["pull_feeds"])
+    lease_release(names=["pull_feeds:1"])
     assert "pulled 1 event(s)" in pull_feeds()
+
+
+def test_a_second_pull_run_stands_by_and_takes_the_feed_over_when_its_reader_stops(sandbox, store, settings):
+    """Two pull runs at once: one reads the feed; the other, without a feed, takes it when the lease frees."""
+    from feeds.leases import lease_release, lease_take
+    from feeds.services import LEASE_LOOK_SECONDS
+
+    settings.HUB_JOB_BUDGET_SECONDS = LEASE_LOOK_SECONDS * 2 + 1
+    assert lease_take(name=store_pull_lease(store.pk))  # another run reads this feed
+    sandbox.create_orders(2)
+    freed = threading.Timer(1.0, lambda: lease_release(names=[store_pull_lease(store.pk)]))
+    freed.start()
+    try:
+        summary = pull_feeds()
+    finally:
+        freed.cancel()
+    assert "pulled 2 event(s)" in summary, summary

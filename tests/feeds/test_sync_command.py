@@ -150,7 +150,7 @@ def test_it_prints_progress_while_it_works_and_a_summary_at_the_end(sandbox, sto
 
 def test_it_says_which_live_process_reads_the_feed(sandbox, store):
     sandbox.create_orders(1)
-    assert lease_take(name=store_pull_lease(store.pk), seconds=120)  # this test process: alive
+    assert lease_take(name=store_pull_lease(store.pk))  # this test process: alive
 
     result = _manage("sync", "--timeout", "3")
 
@@ -167,7 +167,7 @@ def test_the_feed_lease_of_a_killed_process_on_this_host_is_taken_over_at_once(s
     holder = subprocess.Popen(
         [sys.executable, "manage.py", "shell", "-c",
          "from feeds.leases import lease_take; import time; "
-         f"print(lease_take(name='pull-store:{store.pk}', seconds=600), flush=True); time.sleep(120)"],
+         f"print(lease_take(name='pull-store:{store.pk}'), flush=True); time.sleep(120)"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         took_it = next((line.strip() for line in holder.stdout if line.strip() in ("True", "False")), "no answer")
@@ -196,11 +196,11 @@ def test_only_a_holder_certainly_gone_is_taken_over(transactional_db):
     for holder in (f"elsewhere:{dead}:{namespace}", f"{host}:{dead}:1", f"{host}:{os.getppid()}:{namespace}",
                    f"{host}:{dead}"):
         JobLease.objects.update_or_create(name=name, defaults={"holder": holder, "held_until": _in(600)})
-        assert not lease_take(name=name, seconds=60), holder
+        assert not lease_take(name=name), holder
         assert JobLease.objects.get(name=name).holder == holder
 
     JobLease.objects.filter(name=name).update(holder=f"{host}:{dead}:{namespace}")
-    assert lease_take(name=name, seconds=60)
+    assert lease_take(name=name)
     assert JobLease.objects.get(name=name).holder == lease_holder_id()
 
 

@@ -238,7 +238,7 @@ def test_disabled_stores_raise_nothing_and_a_concurrent_run_is_skipped(webhook):
     _store(enabled=False)
     assert health_signals() == []
     _store("beta")
-    assert lease_take(name=LEASE, seconds=60)
+    assert lease_take(name=LEASE)
     try:
         assert evaluate_alerts() == "another alert evaluation is running"
     finally:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from feeds.cycle import SyncStop, stop_grace_seconds, sync_until_idle
+from feeds.cycle import SyncStop, stop_grace_seconds, sync_with_workers, sync_workers_default
 from feeds.models import Store
 from feeds.stores import secrets_check
 
@@ -24,8 +24,14 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds (600)")
         parser.add_argument("--progress", type=float, default=5.0, metavar="SECONDS",
                             help="print a progress line this often (5; 0: never)")
+        parser.add_argument("--workers", type=int, default=None, metavar="N",
+                            help="worker processes sharing the work (default: one per core, "
+                                 f"{sync_workers_default()} here)")
 
-    def handle(self, *args: Any, store: str | None, timeout: float, progress: float, **options: Any) -> None:
+    def handle(self, *args: Any, store: str | None, timeout: float, progress: float, workers: int | None,
+               **options: Any) -> None:
+        if workers is not None and workers < 1:
+            raise CommandError("--workers must be at least 1")
         problems = secrets_check().problems  # a wrong key fails here, not in the middle of dispatch
         if problems:
             raise CommandError("; ".join(problems) + " (see `manage.py check_secrets`)")
@@ -42,8 +48,8 @@ class Command(BaseCommand):
         stop = SyncStop(grace=stop_grace_seconds(store_ids=store_ids))
         previous = self._on_signals(stop)
         try:
-            result = sync_until_idle(timeout=timeout, store_ids=store_ids, stop=stop, on_note=self._say,
-                                     progress_every=progress)
+            result = sync_with_workers(workers=workers or sync_workers_default(), timeout=timeout,
+                                       store_ids=store_ids, stop=stop, on_note=self._say, progress_every=progress)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -65,7 +71,7 @@ class Command(BaseCommand):
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if os.getpid() != owner:
-                return  # a just-forked feed reader, before it installs its own handler
+                return  # a just-forked worker, before it installs its own handler
             if stop():
                 self._write_now("stopping now, without waiting\n")
                 os._exit(1)
