@@ -175,6 +175,7 @@ class FeedEvent(models.Model):
             ),
         ]
         indexes = [
+            models.Index(fields=["event_id"], name="feed_event_event_id"),  # the admin's search by event id
             models.Index(fields=["store", "committed_at"], name="feed_event_uncommitted"),
             models.Index(fields=["received_at"], name="feed_event_uncommitted_age",
                          condition=Q(committed_at__isnull=True)),
@@ -263,7 +264,6 @@ class CallCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system} {self.store} {self.operation} {self.status}: {self.count}"
-
 
 
 class VtexRateLimit(models.Model):

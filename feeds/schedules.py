@@ -16,6 +16,8 @@ SCHEDULES: dict[str, tuple[str, int]] = {
     "reconcile_orders": ("orders.tasks.reconcile_orders", 15),
     # Alerts compare the health signals with what staff were told; a quiet period limits the messages.
     "evaluate_alerts": ("orders.tasks.evaluate_alerts", 1),
+    # History older than HUB_RETENTION_DAYS; a run that hits the job budget queues the next one itself.
+    "prune_history": ("orders.tasks.prune_history", 24 * 60),
 }
 
 

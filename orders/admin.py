@@ -21,6 +21,7 @@ from integrationhub.admin_base import ReadOnlyAdmin
 from integrationhub.personal_data import PersonalDataAdminMixin, can_see_personal_data, for_user, shown
 from orders.dashboard import REFRESH_SECONDS, age_text, order_queued_work, when
 from orders.models import OrderSync, SyncAttempt
+from orders.services.prune import retention_text
 from orders.services.staff import ACTIONS, ActionRefused, action_check, order_act
 
 ERROR_CHARS = 80  # of the last error in the order list; the rest is in the cell's tooltip
@@ -117,7 +118,8 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         # The widest page: without the app sidebar (Home is one click away in the breadcrumbs) its nine
         # columns and the filters fit a 1400 px screen, the last error included.
-        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, "retention_line": retention_text(),
+                                                  **(extra_context or {})})
 
     def get_changelist_instance(self, request: HttpRequest):
         changelist = super().get_changelist_instance(request)

@@ -72,3 +72,24 @@ def evaluate_alerts() -> str:
     finally:
         lease_release(names=[ALERTS_LEASE])
 
+
+PRUNE_LEASE = "prune_history"
+
+
+def prune_history() -> str:
+    """Daily: remove the history older than HUB_RETENTION_DAYS that no order needs; a long backlog goes on
+    in the next run, queued at once."""
+    # Imported here so that this task stays one self-contained block at the end of the module.
+    from django_q.tasks import async_task
+
+    from orders.services.prune import TASK_FUNC, history_prune
+
+    if not lease_take(name=PRUNE_LEASE):
+        return "another prune run is active"
+    try:
+        report = history_prune(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS)
+    finally:
+        lease_release(names=[PRUNE_LEASE])
+    if not report.finished and not schedule_paused("prune_history"):  # staff paused it: the rest waits
+        async_task(TASK_FUNC, task_name="prune_history")
+    return report.summary()
