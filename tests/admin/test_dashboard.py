@@ -324,7 +324,7 @@ def test_a_429_on_the_queue_check_pauses_the_store(sandbox, store):
 
 def test_setup_schedules_adds_the_queue_status_job_every_five_minutes(transactional_db):
     assert schedules_setup() == ["pull_feeds", "dispatch_orders", "refresh_queue_status", "reconcile_orders",
-                                 "evaluate_alerts"]
+                                 "evaluate_alerts", "prune_history"]
     assert schedules_setup() == []
     rows = {s.name: (s.func, s.schedule_type, s.minutes, s.repeats) for s in Schedule.objects.all()}
     assert rows == {
@@ -333,6 +333,7 @@ def test_setup_schedules_adds_the_queue_status_job_every_five_minutes(transactio
         "refresh_queue_status": ("feeds.tasks.refresh_queue_status", Schedule.MINUTES, 5, -1),
         "reconcile_orders": ("orders.tasks.reconcile_orders", Schedule.MINUTES, 15, -1),
         "evaluate_alerts": ("orders.tasks.evaluate_alerts", Schedule.MINUTES, 1, -1),
+        "prune_history": ("orders.tasks.prune_history", Schedule.MINUTES, 1440, -1),
     }
 
 

@@ -179,7 +179,7 @@ def test_no_one_adds_or_edits_a_schedule_from_the_admin(staff_member, superuser,
     assert (add_page.status_code, added.status_code, changed.status_code, deleted.status_code) == (403, 403, 403, 403)
     assert sorted(Schedule.objects.values_list("func", flat=True)) == sorted(
         ["feeds.tasks.pull_feeds", "orders.tasks.dispatch_orders", "feeds.tasks.refresh_queue_status",
-         "orders.tasks.reconcile_orders", "orders.tasks.evaluate_alerts"])
+         "orders.tasks.reconcile_orders", "orders.tasks.evaluate_alerts", "orders.tasks.prune_history"])
     page = client.get(reverse("admin:django_q_schedule_change", args=[pull.pk]))
     assert page.status_code == 200 and b'name="func"' not in page.content  # shown, not a form field
 
