@@ -47,6 +47,10 @@ class Store(models.Model):
     hook_secret = OptionalEncryptedTextField(blank=True, default="",
                                              validators=[MaxLengthValidator(HOOK_SECRET_MAX_LENGTH)])
     enabled = models.BooleanField(default=True)
+    # The key the ERP presents to /api/erp/<store>/ (orders/services/erp_requests.py), kept as its SHA-256 hex only.
+    # A fast hash is right here, unlike for passwords: the key is 32 random bytes, so there is nothing to guess.
+    erp_api_key_hash = models.CharField(max_length=64, blank=True)
+    erp_api_key_hint = models.CharField(max_length=12, blank=True)  # its first 8 characters, to tell keys apart
 
     # Health, written by the jobs.
     feed_status = models.CharField(max_length=20, choices=FeedStatus.choices, default=FeedStatus.UNKNOWN)

@@ -25,7 +25,7 @@ from django.utils.module_loading import import_string
 from feeds.models import ErpConnection, FeedConfig, Store
 from integrationhub import crypto
 
-DEFAULT_FEED_STATUSES = ["ready-for-handling", "handling", "cancel", "canceled"]
+DEFAULT_FEED_STATUSES = ["ready-for-handling", "handling", "invoiced", "cancel", "canceled"]  # invoiced: closes the return path
 DEFAULT_ENVIRONMENT = "vtexcommercestable"
 DEFAULT_ERP_TIMEOUT = 20.0
 MAX_ERP_TIMEOUT = 120.0

@@ -207,6 +207,8 @@ HUB_ERP_BREAKER_FAILURES = env.int("HUB_ERP_BREAKER_FAILURES", default=5)
 HUB_ERP_BREAKER_SECONDS = env.float("HUB_ERP_BREAKER_SECONDS", default=30.0)
 # The daily prune_history job removes committed events and finished orders' timelines older than this.
 HUB_RETENTION_DAYS = env.int("HUB_RETENTION_DAYS", default=90)
+# An invoice VTEX accepted whose invoiced event has not come after this long shows on the dashboard.
+HUB_INVOICE_CONFIRM_MINUTES = env.float("HUB_INVOICE_CONFIRM_MINUTES", default=30.0)
 # Fernet keys (comma-separated, newest first) that encrypt app tokens and ERP header values at rest.
 HUB_ENCRYPTION_KEYS = env.list("HUB_ENCRYPTION_KEYS", default=[])
 # The only ERP connector classes a store may name (the admin and connect_store refuse any other path).

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from feeds.hooks import hook_receive
@@ -17,4 +17,5 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),  # Prometheus, with a bearer token (HUB_METRICS_TOKEN)
     # Any name reaches the view, so an unknown one is counted as a refused hook call, not a bare 404.
     path("hooks/vtex/<str:store_name>/", hook_receive, name="hook_receive"),
+    path("api/erp/", include("orders.erp_api")),  # the ERP's invoices, tracking and cancels, with its API key
 ]

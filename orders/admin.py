@@ -20,9 +20,9 @@ from feeds.models import FeedEvent
 from integrationhub.admin_base import ReadOnlyAdmin
 from integrationhub.personal_data import PersonalDataAdminMixin, can_see_personal_data, for_user, shown
 from orders.dashboard import REFRESH_SECONDS, age_text, order_queued_work, when
-from orders.models import OrderSync, SyncAttempt
+from orders.models import ErpRequest, OrderSync, SyncAttempt
 from orders.services.prune import retention_text
-from orders.services.staff import ACTIONS, ActionRefused, action_check, order_act
+from orders.services.staff import ACTIONS, CONFIRMED_ACTIONS, ActionRefused, action_check, order_act
 
 ERROR_CHARS = 80  # of the last error in the order list; the rest is in the cell's tooltip
 STATE_COLORS = {
@@ -61,6 +61,15 @@ def _when_field(name: str, label: str):
         return when(getattr(obj, name))
     show.__name__ = f"{name}_shown"
     return show
+
+
+class ErpRequestRow:
+    """One of the ERP's requests on the order page, with the texts that may quote VTEX masked for the viewer."""
+
+    def __init__(self, request: ErpRequest, error: str, answer: str) -> None:
+        self.request, self.error, self.answer = request, error, answer
+        payload = request.payload if isinstance(request.payload, dict) else {}
+        self.tracking = " ".join(str(payload[k]) for k in ("courier", "trackingNumber") if payload.get(k))
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,8 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
             "refresh_seconds": REFRESH_SECONDS,
             "order_actions": [(action, action_check(action.name, sync)) for action in ACTIONS.values()]
             if operate else [],
+            "erp_requests": [ErpRequestRow(r, for_user(user, r.last_error), for_user(user, r.vtex_answer))
+                             for r in sync.erp_requests.order_by("created_at", "id")],
         }
         return super().change_view(request, object_id, form_url, extra_context={**(extra_context or {}), **context})
 
@@ -216,9 +227,14 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
         if action not in ACTIONS:
             return HttpResponse(f"unknown action {action!r}", status=400)
         sync = get_object_or_404(OrderSync, pk=pk)
+        reason = request.POST.get("reason", "")
+        if action in CONFIRMED_ACTIONS and request.POST.get("confirm") != "yes":
+            return TemplateResponse(request, "admin/orders/ordersync/confirm_one.html", {
+                **self.admin_site.each_context(request), "title": f"{ACTIONS[action].label}: confirm",
+                "opts": self.model._meta, "sync": sync, "action": ACTIONS[action], "reason": reason,
+                "skip": action_check(action, sync)})
         try:
-            text = order_act(sync_id=sync.pk, action=action, by=request.user.get_username(),
-                             reason=request.POST.get("reason", ""))
+            text = order_act(sync_id=sync.pk, action=action, by=request.user.get_username(), reason=reason)
         except ActionRefused as exc:
             self.message_user(request, str(exc), messages.WARNING)
         else:

@@ -7,11 +7,11 @@ dashboard, the store and feed pages and /healthz all use these, so they cannot t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 from django.utils import timezone
@@ -20,7 +20,7 @@ from feeds.handles import events_owed, visibility_of
 from feeds.models import FeedConfig, FeedEvent, HookRejection, Store
 from feeds.queue_status import queue_check_error
 from feeds.services import feed_known_to_vtex
-from orders.models import OrderSync, SyncAttempt
+from orders.models import ErpRequest, OrderSync, SyncAttempt
 
 DEFAULT_RETENTION_SECONDS = 345_600  # VTEX's minimum, 4 days: what a store without a FeedConfig has
 RETENTION_WARN_SECONDS = 24 * 3600
@@ -133,6 +133,15 @@ class StoreVerdict:
 
 
 @dataclass(frozen=True)
+class ReturnCounts:
+    """The return path of one store: what the ERP asked the hub to tell VTEX (invoices, tracking, cancels)."""
+
+    waiting: int = 0  # stored, not yet accepted by VTEX
+    refused: int = 0  # refused by VTEX, or given up after repeated failures: staff should look
+    unconfirmed: int = 0  # VTEX accepted an invoice HUB_INVOICE_CONFIRM_MINUTES ago and the feed never said invoiced
+
+
+@dataclass(frozen=True)
 class StoreHealth:
     store_id: int
     name: str
@@ -149,6 +158,7 @@ class StoreHealth:
     counts: list[StateCount]
     backlog: Backlog
     queue: QueueView
+    returns: ReturnCounts = field(default_factory=ReturnCounts)
 
     @property
     def erp_failing(self) -> bool:
@@ -324,6 +334,30 @@ def _stores(now: datetime) -> list[Store]:
     return list(health_annotate(Store.objects.select_related("feed_config"), now=now))
 
 
+def return_counts(now: datetime) -> dict[int, ReturnCounts]:
+    """Per store: ERP requests waiting, refused or failed, and fully invoiced orders whose invoices VTEX accepted
+    over HUB_INVOICE_CONFIRM_MINUTES ago without the feed saying `invoiced` (partial invoices wait legitimately)."""
+    State, Kind = ErpRequest.State, ErpRequest.Kind
+    rows = (ErpRequest.objects.filter(state__in=[State.PENDING, State.REFUSED, State.FAILED])
+            .values("order__store_id")
+            .annotate(waiting=Count("id", filter=Q(state=State.PENDING)),
+                      refused=Count("id", filter=Q(state__in=[State.REFUSED, State.FAILED])))
+            .order_by())
+    counts = {row["order__store_id"]: {"waiting": row["waiting"], "refused": row["refused"]} for row in rows}
+    late = now - timedelta(minutes=float(settings.HUB_INVOICE_CONFIRM_MINUTES))
+    suspects = (ErpRequest.objects.filter(kind=Kind.INVOICE, state=State.SENT, sent_at__lt=late,
+                                          invoice_type="Output").exclude(order__vtex_status="invoiced")
+                .values_list("order_id", "order__store_id", "order__order_snapshot__value").distinct())
+    for order_id, store_id, total in suspects:
+        invoiced = (ErpRequest.objects.filter(order_id=order_id, kind=Kind.INVOICE, invoice_type="Output",
+                                              state__in=[State.SENT, State.CONFIRMED])
+                    .aggregate(total=Sum("invoice_value"))["total"] or 0)
+        if isinstance(total, (int, float)) and invoiced >= total:
+            counts.setdefault(store_id, {}).setdefault("unconfirmed", 0)
+            counts[store_id]["unconfirmed"] += 1
+    return {store_id: ReturnCounts(**values) for store_id, values in counts.items()}
+
+
 def _state_counts() -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = {}
     # order_by(): the model's default ordering would otherwise join the GROUP BY.
@@ -412,6 +446,7 @@ def store_healths(*, now: datetime) -> list[StoreHealth]:
     what orders.health_signals and orders.metrics read, so every outlet tells the same story."""
     stores = _stores(now)
     counts, pending, events = _state_counts(), _pending_work(), _uncommitted_events(now, stores)
+    returns = return_counts(now)
     base = reverse("admin:orders_ordersync_changelist")
     healths = []
     for store in stores:
@@ -432,6 +467,7 @@ def store_healths(*, now: datetime) -> list[StoreHealth]:
                     for state, label in OrderSync.State.choices],
             backlog=_backlog(now, pending.get(store.pk), events.get(store.pk), config),
             queue=queue_view(config, now=now),
+            returns=returns.get(store.pk, ReturnCounts()),
         ))
     return healths
 

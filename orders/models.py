@@ -31,6 +31,8 @@ class OrderSync(models.Model):
     state = models.CharField(max_length=20, choices=State.choices, default=State.NEW)
     vtex_status = models.CharField(max_length=60, blank=True, help_text="Last status VTEX reported")
     cancel_pending = models.BooleanField(default=False)
+    # ERP requests wait to be sent to VTEX: the dispatcher comes back for them.
+    vtex_pending = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0, help_text="Failed tries of the current step")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -93,6 +95,9 @@ class SyncAttempt(models.Model):
         ERP_SEND = "erp_send", "Send to ERP"
         START_HANDLING = "start_handling", "Start handling"
         ERP_CANCEL = "erp_cancel", "Cancel notice to ERP"
+        VTEX_INVOICE = "vtex_invoice", "Invoice to VTEX"
+        VTEX_TRACKING = "vtex_tracking", "Tracking to VTEX"
+        VTEX_CANCEL = "vtex_cancel", "Cancel on VTEX"
         STAFF = "staff", "Staff action"
 
     class Outcome(models.TextChoices):
@@ -121,6 +126,54 @@ class SyncAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_step_display()}: {self.get_outcome_display()}"
+
+
+class ErpRequest(models.Model):
+    """A request from the ERP to be carried to VTEX (invoice, tracking, cancel): the hub's record of it."""
+
+    class Kind(models.TextChoices):
+        INVOICE = "invoice", "Invoice"
+        TRACKING = "tracking", "Tracking"
+        CANCEL = "cancel", "Cancel"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"  # stored, not yet accepted by VTEX
+        SENT = "sent", "Sent"  # VTEX accepted it; its receipt is kept
+        REFUSED = "refused", "Refused by VTEX"  # a 4xx: VTEX refused it for good
+        FAILED = "failed", "Failed"  # gave up after HUB_MAX_ATTEMPTS transient failures: needs attention
+        CONFIRMED = "confirmed", "Confirmed"  # the feed's invoiced/canceled event arrived
+
+    order = models.ForeignKey(OrderSync, on_delete=models.CASCADE, related_name="erp_requests")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    # The request's Idempotency-Key header, or one derived from its content (orders/services/erp_requests.py).
+    idempotency_key = models.CharField(max_length=200)
+    # The body exactly as VTEX will receive it: VTEX's field names, amounts in cents as VTEX types them.
+    payload = models.JSONField()
+    invoice_number = models.CharField(max_length=100, blank=True)
+    invoice_type = models.CharField(max_length=10, blank=True)  # "Output" (sale) or "Input" (return)
+    invoice_value = models.BigIntegerField(null=True, blank=True)  # cents
+    reason = models.TextField(blank=True)  # cancel
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    receipt = models.CharField(max_length=100, blank=True)
+    vtex_answer = models.TextField(blank=True)  # an excerpt
+    sent_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    requested_by = models.CharField(max_length=150, default="erp")  # or a staff username
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["order", "kind", "idempotency_key"], name="erp_request_unique"),
+        ]
+        indexes = [models.Index(fields=["state", "created_at"], name="erp_request_state_created")]
+
+    def __str__(self) -> str:
+        what = f" {self.invoice_number}" if self.invoice_number else ""
+        return f"{self.get_kind_display()}{what} of {self.order}"
 
 
 class AlertChannel(models.Model):

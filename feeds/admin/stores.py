@@ -12,9 +12,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.cache import add_never_cache_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from feeds.jobs import RUNNABLE, store_run_now
@@ -22,6 +24,7 @@ from feeds.models import APP_TOKEN_MAX_LENGTH, HOOK_SECRET_MAX_LENGTH, ErpConnec
 from feeds.stores import ERP_CHECKS, STORE_CHECKS, clean_erp_headers, erp_values_clean, parse_header, store_values_clean
 from integrationhub.personal_data import PersonalDataAdminMixin, shown
 from orders.dashboard import Verdict, ago, health_annotate, verdict_of, when
+from orders.services.erp_requests import erp_api_key_rotate
 
 # Django 5.2 warns that URLField's default scheme becomes https in 6.0: choose it now, for the forms
 # built when this module is imported (Meta.formfield_callback) and for the ones the admin builds.
@@ -153,9 +156,11 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     list_filter = ["enabled", "feed_status"]
     search_fields = ["name", "account"]
     # Dates through display methods: the hub writes every moment one way (orders.dashboard.when).
-    readonly_fields = ["app_token_set", "hook_secret_set", "feed_status", "feed_error_shown", "last_pull_shown",
-                       "last_dispatch_shown", "paused_until_shown", "created_shown", "updated_shown"]
-    exclude = ["feed_error", "last_pull_at", "last_dispatch_at", "vtex_paused_until", "created_at", "updated_at"]
+    readonly_fields = ["app_token_set", "hook_secret_set", "erp_api_key_shown", "feed_status", "feed_error_shown",
+                       "last_pull_shown", "last_dispatch_shown", "paused_until_shown", "created_shown", "updated_shown"]
+    # The ERP API key's hash is never shown, nor its hint as an editable field: erp_api_key_shown says what is set.
+    exclude = ["feed_error", "last_pull_at", "last_dispatch_at", "vtex_paused_until", "created_at", "updated_at",
+               "erp_api_key_hash", "erp_api_key_hint"]
 
     def get_queryset(self, request: HttpRequest) -> models.QuerySet:
         # The verdict's signals (the last ERP exchange) come with the rows: no query per row.
@@ -223,9 +228,19 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     def hook_secret_set(self, obj: Store) -> bool:
         return bool(obj.hook_secret)
 
+    @admin.display(description="ERP API key")
+    def erp_api_key_shown(self, obj: Store) -> str:
+        # Its first characters only, to tell keys apart: the key itself was shown once, when it was made.
+        if not obj.erp_api_key_hint:
+            return "no key yet: the ERP's API (/api/erp/…) refuses every call until one is made"
+        return f"{obj.erp_api_key_hint}… (only these first characters are kept in clear)"
+
     def get_urls(self) -> list:
         run = self.admin_site.admin_view(self.run_view)
-        return [path("<int:store_id>/run/<str:kind>/", run, name="feeds_store_run"), *super().get_urls()]
+        rotate = self.admin_site.admin_view(self.rotate_erp_api_key_view)
+        return [path("<int:store_id>/run/<str:kind>/", run, name="feeds_store_run"),
+                path("<int:store_id>/erp-api-key/", rotate, name="feeds_store_rotate_erp_api_key"),
+                *super().get_urls()]
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict | None = None) -> HttpResponse:
@@ -241,7 +256,25 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
                 context["run_urls"] = [(f"{kind.capitalize()} now", reverse("admin:feeds_store_run",
                                                                             args=[store.pk, kind]))
                                        for kind in RUNNABLE]
+            if request.user.has_perm("feeds.change_store"):
+                context["rotate_erp_api_key_url"] = reverse("admin:feeds_store_rotate_erp_api_key", args=[store.pk])
         return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def rotate_erp_api_key_view(self, request: HttpRequest, store_id: int) -> HttpResponse:
+        """GET: the confirmation page; POST: a new ERP API key, shown on the answer once (feeds.change_store)."""
+        if not request.user.has_perm("feeds.change_store"):
+            raise PermissionDenied
+        store = get_object_or_404(Store, pk=store_id)
+        key = ""
+        if request.method == "POST":
+            key = erp_api_key_rotate(store)
+            self.log_change(request, store, "Rotated the ERP API key.")  # the history says who, never the key
+        response = TemplateResponse(request, "admin/feeds/store/rotate_erp_api_key.html", {
+            **self.admin_site.each_context(request), "opts": self.opts, "original": store, "key": key,
+            "title": f"{store}: {'new ERP API key' if key else 'rotate the ERP API key?'}",
+        })
+        add_never_cache_headers(response)  # no copy of the key in a browser's or proxy's cache
+        return response
 
     def run_view(self, request: HttpRequest, store_id: int, kind: str) -> HttpResponse:
         """Staff's "run now": queue a pull or dispatch of one store (POST only, feeds.run_jobs)."""

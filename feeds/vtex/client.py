@@ -161,6 +161,15 @@ class FeedQueueInfo:
 
 
 @dataclass(frozen=True)
+class Receipt:
+    """VTEX's answer to an invoice, tracking or cancel call: {"date", "orderId", "receipt"}."""
+
+    receipt: str
+    date: str
+    call: Call = field(compare=False)
+
+
+@dataclass(frozen=True)
 class OrderDocument:
     order_id: str
     status: str
@@ -388,6 +397,27 @@ class VtexClient:
             # VTEX: "validate this response to retry the call if the response differs from 204".
             raise VtexUnavailable(f"start-handling {order_id}: HTTP {call.status}, expected 204", call=call)
         return call
+
+    # --- the return path: what the ERP decided, carried to VTEX (ORDERS-API.md §4) ---------------------------
+    def order_invoice(self, order_id: str, invoice: dict) -> Receipt:
+        """Order invoice notification: POST /api/oms/pvt/orders/{orderId}/invoice. Sending the same invoice
+        number again is safe: VTEX answers with a new receipt and changes nothing."""
+        return self._receipt("POST", order_path(order_id) + "/invoice", invoice)
+
+    def invoice_tracking_update(self, order_id: str, invoice_number: str, tracking: dict) -> Receipt:
+        """Update order's partial invoice (tracking): PATCH /api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}."""
+        return self._receipt("PATCH", f"{order_path(order_id)}/invoice/{quote(invoice_number, safe='')}", tracking)
+
+    def order_cancel(self, order_id: str, reason: str) -> Receipt:
+        """Cancel order: POST /api/oms/pvt/orders/{orderId}/cancel (a canceled order answers 200 again)."""
+        return self._receipt("POST", order_path(order_id) + "/cancel", {"reason": reason})
+
+    def _receipt(self, method: str, path: str, body: dict) -> Receipt:
+        response, call = self._request(method, path, body=body)
+        data = self._json(response, call)
+        if not isinstance(data, dict) or not data.get("receipt"):
+            raise VtexUnavailable(f"{method} {path}: HTTP {call.status} without a receipt", call=call)
+        return Receipt(receipt=str(data["receipt"])[:100], date=str(data.get("date") or ""), call=call)
 
     def hook_config_get(self) -> dict:
         """GET /api/orders/hook/config (answer undocumented: the stored config, which holds the hook's headers)."""

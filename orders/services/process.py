@@ -12,12 +12,14 @@ Crash safety, step by step:
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 import uuid
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import reduce
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +39,7 @@ from orders import erp
 from orders.models import OrderSync, SyncAttempt
 from orders.services.backoff import retry_delay
 from orders.services.erp_breaker import breaker_failure, breaker_success
+from orders.services.vtex_requests import vtex_requests_due, vtex_requests_send
 
 log = logging.getLogger("hub.orders")
 
@@ -46,8 +49,8 @@ CANCELED_STATUSES = frozenset({"cancel", "canceled"})
 HANDLED_STATUSES = frozenset({"start-handling", "handling", "ready-for-invoicing", "invoice", "invoiced"})
 WORKING_STATES = (OrderSync.State.NEW, OrderSync.State.SENT_TO_ERP)
 # What a run reads (not the large order document); the store and ERP rows come along for the clients.
-LOADED_FIELDS = ("store", "order_id", "state", "cancel_pending", "attempts", "erp_accepted_at", "erp_reference",
-                 "erp_cancel_sent_at")
+LOADED_FIELDS = ("store", "order_id", "state", "cancel_pending", "vtex_pending", "attempts", "erp_accepted_at",
+                 "erp_reference", "erp_cancel_sent_at")
 LIMITER_RETRY_SECONDS = 1.0  # after the account's request budget had no slot in time
 # Store and ERP rows are read once per thread for this long, not once per order: edits apply within seconds.
 STORE_CACHE_SECONDS = 5.0
@@ -143,10 +146,11 @@ def claims_release_dead_local() -> int:
 
 
 def has_work(sync: OrderSync) -> bool:
-    """Whether the dispatcher should come back to this order on its own (parked orders wait for staff)."""
+    """Whether the dispatcher should come back to this order on its own (parked orders wait for staff): some
+    step of STEPS may be due (the ERP's requests are looked at once the order is claimed)."""
     if sync.state == OrderSync.State.NEEDS_ATTENTION:
         return False
-    if sync.state in WORKING_STATES:
+    if sync.state in WORKING_STATES or sync.vtex_pending:
         return True
     return sync.cancel_pending and not sync.erp_cancel_sent_at
 
@@ -162,6 +166,7 @@ class OrderRun:
         self.pending_attempts: list[SyncAttempt] = []
         self.erp_request = ""  # what the last ERP call sent, minus the order document and secret headers
         self.step: str = SyncAttempt.Step.GET_ORDER  # the step under way: where an unexpected failure is recorded
+        self.vtex_requests: list | None = None  # the ERP's pending requests, read once per pass (vtex_requests.py)
 
     def prepare(self) -> None:
         """Load the store and clients. Not in __init__: order_process records what fails here on the timeline."""
@@ -209,13 +214,17 @@ class OrderRun:
     def _next_attempt(self, fields: dict[str, Any], now: Any) -> Any:
         """When the dispatcher should come back on its own; see has_work()."""
         after = OrderSync(**{name: fields.get(name, getattr(self.sync, name))
-                             for name in ("state", "cancel_pending", "erp_cancel_sent_at")})
+                             for name in ("state", "cancel_pending", "vtex_pending", "erp_cancel_sent_at")})
         if has_work(after):
             return now
-        if after.state == OrderSync.State.NEEDS_ATTENTION or "cancel_pending" in fields or after.erp_cancel_sent_at:
+        if after.state == OrderSync.State.NEEDS_ATTENTION:
             return None
-        # A cancel event may have flagged the order while we worked: the database has the last word.
-        return Case(When(cancel_pending=True, then=Value(now)), default=Value(None),
+        # A cancel event or a request of the ERP may have flagged the order while we worked: the database has the
+        # last word (the row's own columns, read under its lock), unless we wrote that flag ourselves.
+        flags = [Q(vtex_pending=True)]  # the run never writes it False: it clears it before reading the requests
+        if not ("cancel_pending" in fields or after.erp_cancel_sent_at):
+            flags.append(Q(cancel_pending=True))
+        return Case(When(reduce(operator.or_, flags), then=Value(now)), default=Value(None),
                     output_field=DateTimeField())
 
     def retry(self, *, step: str, message: str, kind: str, call: Call | None = None,
@@ -230,12 +239,13 @@ class OrderRun:
                          retry_at=timezone.now() + timedelta(seconds=delay),
                          attempts=attempts, last_error=message, error_kind=kind)
 
-    def wait(self, *, step: str, message: str, kind: str, until: datetime, call: Call | None = None) -> OrderSync:
+    def wait(self, *, step: str, message: str, kind: str, until: datetime, call: Call | None = None,
+             **fields: Any) -> OrderSync:
         """Come back at `until` without using up an attempt: what failed is shared (the account's request budget,
         an ERP whose circuit breaker is open), not this order, so no outage, however long, parks it."""
         return self.save(step=step, outcome=SyncAttempt.Outcome.RETRY, call=call, release=True, retry_at=until,
                          message=f"{message}; waiting until {until:%H:%M:%S} UTC", last_error=message,
-                         error_kind=kind)
+                         error_kind=kind, **fields)
 
     def park(self, *, step: str, message: str, kind: str, call: Call | None = None, **fields: Any) -> OrderSync:
         """Needs attention: nothing more happens until staff act (or a cancel notice is owed)."""
@@ -248,7 +258,6 @@ class OrderRun:
     # --- the steps -----------------------------------------------------------------------
     def run(self) -> str:
         """Advance the order as far as it goes now; returns its sync state."""
-        self.step = self._first_step()
         try:
             self.prepare()
             for _ in range(6):  # each pass moves one step; the bound only guards against a bug looping
@@ -265,37 +274,28 @@ class OrderRun:
         return self.sync.state
 
     def step_once(self) -> bool:
-        """Do the next step. True when there may be another one to do now."""
-        sync = self.sync
+        """Do the next step (the first of STEPS that is due). True when there may be another one to do now."""
+        self.vtex_requests = None  # read again each pass
+        step = next((step for step in STEPS if step.due(self)), None)
+        if step is None:
+            self.save(release=True)
+            return False
+        self.step = step.name
         try:
-            if sync.cancel_pending and not sync.erp_cancel_sent_at:
-                return self.step_cancel()
-            if sync.state == OrderSync.State.NEW:
-                return self.step_send_to_erp()
-            if sync.state == OrderSync.State.SENT_TO_ERP:
-                return self.step_start_handling()
+            return step.do(self)
         except VtexUnavailable as exc:
             if exc.code == REFUSED_CODE:
                 self.wait(step=self._step_of(exc.call), message=str(exc), kind="vtex_rate_limited",
                           until=timezone.now() + timedelta(seconds=exc.retry_after or LIMITER_RETRY_SECONDS))
                 return False
             if exc.rate_limited:
-                store_pause(store_id=sync.store_id, retry_after=exc.retry_after)
+                store_pause(store_id=self.sync.store_id, retry_after=exc.retry_after)
             self.retry(step=self._step_of(exc.call), message=str(exc), call=exc.call, retry_after=exc.retry_after,
                        rate_limited=exc.rate_limited, kind="vtex_rate_limited" if exc.rate_limited else "vtex_unavailable")
             return False
         except VtexError as exc:
             self.park(step=self._step_of(exc.call), message=str(exc), call=exc.call, kind="vtex_refused")
             return False
-        self.save(release=True)
-        return False
-
-    def _first_step(self) -> str:
-        if self.sync.cancel_pending and not self.sync.erp_cancel_sent_at:
-            return SyncAttempt.Step.ERP_CANCEL
-        if self.sync.state == OrderSync.State.SENT_TO_ERP:
-            return SyncAttempt.Step.START_HANDLING
-        return SyncAttempt.Step.GET_ORDER
 
     @staticmethod
     def _step_of(call: Call | None) -> str:
@@ -462,6 +462,29 @@ class OrderRun:
                 fields.update(state=OrderSync.State.SENT_TO_ERP, attempts=0, last_error="", error_kind="")
         self.save(step=step, call=_erp_call(result), message=f"resent: {result.message}", release=True, **fields)
         return self.sync.state
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the order's machine: `due` says it is the one to do, `do` does it and saves through
+    OrderRun.save (the one writer of the order), returning True when another step may follow at once."""
+
+    name: str  # SyncAttempt.Step: where it (or an unexpected failure in it) lands on the timeline
+    due: Callable[[OrderRun], bool]
+    do: Callable[[OrderRun], bool]
+
+
+# The order's step machine, first due first. A new step (an ERP or VTEX action) is one row here, its function,
+# and a SyncAttempt.Step for the timeline; has_work() says when the dispatcher comes back for the order.
+STEPS: tuple[Step, ...] = (
+    Step(SyncAttempt.Step.ERP_CANCEL, lambda run: run.sync.cancel_pending and not run.sync.erp_cancel_sent_at,
+         OrderRun.step_cancel),
+    # Before start-handling: an order the ERP cancels is not start-handled (invoices wait for start-handling).
+    Step(SyncAttempt.Step.VTEX_CANCEL, vtex_requests_due, vtex_requests_send),
+    Step(SyncAttempt.Step.GET_ORDER, lambda run: run.sync.state == OrderSync.State.NEW, OrderRun.step_send_to_erp),
+    Step(SyncAttempt.Step.START_HANDLING, lambda run: run.sync.state == OrderSync.State.SENT_TO_ERP,
+         OrderRun.step_start_handling),
+)
 
 
 def _erp_call(result: erp.ErpResult) -> Call:

@@ -7,13 +7,15 @@ no page waits on VTEX.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from orders.models import OrderSync, SyncAttempt
+from orders.models import ErpRequest, OrderSync, SyncAttempt
+from orders.services.erp_requests import ErpRequestRefused, erp_request_record
 from orders.services.process import order_claim
 
 State = OrderSync.State
@@ -31,7 +33,14 @@ ACTIONS = {
     "start_handling": Action("start_handling", "Start handling", "queued for start-handling"),
     "resend": Action("resend", "Resend to ERP", "queued to be resent to the ERP"),
     "resolve": Action("resolve", "Mark resolved", "marked resolved"),
+    # The return path (orders/services/vtex_requests.py): requests VTEX refused or that failed, sent again;
+    # and a cancellation on VTEX decided by staff, carried like the ERP's own (a reason and a confirmation page).
+    "resend_vtex": Action("resend_vtex", "Resend invoice to VTEX", "queued to be sent to VTEX again"),
+    "cancel_vtex": Action("cancel_vtex", "Cancel on VTEX", "queued to be canceled on VTEX"),
 }
+NEEDS_REASON = frozenset({"resolve", "cancel_vtex"})
+CONFIRMED_ACTIONS = frozenset({"cancel_vtex"})  # from the order page too, behind a confirmation page
+RESENDABLE = (ErpRequest.State.REFUSED, ErpRequest.State.FAILED)
 
 
 class ActionRefused(Exception):
@@ -64,6 +73,16 @@ def action_check(action: str, sync: OrderSync) -> str | None:
         if sync.state == State.CANCELED and not sync.erp_has_order:
             return "canceled before it reached the ERP: there is nothing to resend"
         return None
+    if action == "resend_vtex":
+        if not sync.erp_requests.filter(state__in=RESENDABLE).exists():
+            return "no invoice, tracking or cancel that VTEX refused or that failed"
+        return None
+    if action == "cancel_vtex":
+        if sync.state == State.CANCELED:
+            return "the order is already canceled"
+        if sync.erp_requests.filter(kind=ErpRequest.Kind.CANCEL).exclude(state__in=RESENDABLE).exists():
+            return "a cancellation on VTEX was already requested"
+        return None  # an invoiced order: erp_request_record refuses it, saying why
     # resolve
     if sync.state in (State.HANDLING_STARTED, State.CANCELED, State.RESOLVED):
         return f"nothing to resolve: the order is {sync.get_state_display().lower()}"
@@ -75,8 +94,10 @@ def order_act(*, sync_id: int, action: str, by: str, reason: str = "") -> str:
     sync = OrderSync.objects.defer("order_snapshot").get(pk=sync_id)
     if problem := action_check(action, sync):
         raise ActionRefused(f"{sync.order_id}: {problem}")
-    if action == "resolve" and not reason.strip():
-        raise ActionRefused(f"{sync.order_id}: a reason is required to mark an order resolved")
+    if action in NEEDS_REASON and not reason.strip():
+        raise ActionRefused(f"{sync.order_id}: a reason is required to {ACTIONS[action].label.lower()}")
+    if action == "cancel_vtex":
+        return _cancel_on_vtex(sync, by=by, reason=reason.strip())
     token = order_claim(sync_id=sync_id, due_only=False)  # keeps workers off the order while we write
     if token is None:
         raise ActionRefused(f"{sync.order_id}: a worker is on this order right now; try again in a few seconds")
@@ -95,13 +116,33 @@ def order_act(*, sync_id: int, action: str, by: str, reason: str = "") -> str:
         task = ("orders.tasks.process_order", sync_id, by)
     elif action == "resend":
         task = ("orders.tasks.resend_order", sync_id, by)
+    elif action == "resend_vtex":
+        fields.update(vtex_pending=True, next_attempt_at=now)
+        task = ("orders.tasks.process_order", sync_id, by)
     else:
         fields.update(state=State.RESOLVED, next_attempt_at=None)
         message += f": {reason.strip()}"
     with transaction.atomic():
+        if action == "resend_vtex":
+            again = sync.erp_requests.filter(state__in=RESENDABLE).update(
+                state=ErpRequest.State.PENDING, attempts=0, last_error="", updated_at=now)
+            message += f": {again} request(s) sent again"
         OrderSync.objects.filter(pk=sync_id, claim_token=token).update(**fields)
         SyncAttempt.objects.create(order_id=sync_id, step=SyncAttempt.Step.STAFF, outcome=SyncAttempt.Outcome.INFO,
                                    message=message[:2000], triggered_by=by)
         if task:
             transaction.on_commit(lambda: async_task(*task, task_name=f"{action} {sync.order_id}"[:100]))
     return f"{sync.order_id}: {ACTIONS[action].verb}"
+
+
+def _cancel_on_vtex(sync: OrderSync, *, by: str, reason: str) -> str:
+    """Record a cancellation by staff as the ERP's would be (the same checks: an invoiced order is refused)."""
+    try:
+        erp_request_record(store=sync.store, order_id=sync.order_id, kind=ErpRequest.Kind.CANCEL,
+                           body={"reason": reason}, idempotency_key=f"staff:{uuid.uuid4().hex}", requested_by=by)
+    except ErpRequestRefused as exc:
+        raise ActionRefused(f"{sync.order_id}: {exc.reason}") from exc
+    SyncAttempt.objects.create(order=sync, step=SyncAttempt.Step.STAFF, outcome=SyncAttempt.Outcome.INFO,
+                               message=f"Cancel on VTEX requested by {by}: {reason}"[:2000], triggered_by=by)
+    async_task("orders.tasks.process_order", sync.pk, by, task_name=f"cancel_vtex {sync.order_id}"[:100])
+    return f"{sync.order_id}: {ACTIONS['cancel_vtex'].verb}"

@@ -29,7 +29,7 @@ from django_q.tasks import async_task
 
 from feeds.jobs import RUNNABLE
 from feeds.models import ErpConnection, FeedConfig, FeedEvent, Store
-from orders.models import Alert, AlertChannel, OrderSync, SyncAttempt
+from orders.models import Alert, AlertChannel, ErpRequest, OrderSync, SyncAttempt
 from orders.services.staff import ACTIONS
 from tests.admin.conftest import action_ran
 
@@ -82,6 +82,9 @@ FACTORIES: dict[str, Callable[[], Model]] = {
     "orders.ordersync": _order,
     "orders.syncattempt": lambda: SyncAttempt.objects.create(order=_order(), step="erp_send", outcome="failed",
                                                              message="refused"),
+    "orders.erprequest": lambda: ErpRequest.objects.create(
+        order=_order(), kind="invoice", idempotency_key="invoice:NF-1", invoice_number="NF-1", invoice_type="Output",
+        invoice_value=1000, payload={"type": "Output", "invoiceNumber": "NF-1", "invoiceValue": "1000", "items": []}),
     "orders.alertchannel": lambda: AlertChannel.objects.create(kind="webhook", target="https://hooks.example.com/T/s"),
     "orders.alert": lambda: Alert.objects.create(store=_store(), kind="jobs", severity="critical", message="Down",
                                                  first_at=timezone.now()),
@@ -116,6 +119,13 @@ CUSTOM_VIEWS: dict[str, dict[str, CustomView]] = {
     # feeds/admin/stores.py run_view: POST, feeds.run_jobs; queues a job.
     "feeds_store_run": {
         kind: CustomView(args=lambda obj, kind=kind: [obj.pk, kind], may=_perm("feeds.run_jobs")) for kind in RUNNABLE
+    },
+    # Issue 10, feeds/admin/stores.py rotate_erp_api_key_view: GET confirms, POST makes (and shows) a new key;
+    # both need feeds.change_store, as the store's other credentials do.
+    "feeds_store_rotate_erp_api_key": {
+        "GET": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_store"), method="get",
+                          allowed_status=200),
+        "POST": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_store"), allowed_status=200),
     },
     # feeds/admin/feed_config.py load_view: a read (VTEX's copy beside ours), saves nothing.
     "feeds_feedconfig_load": {

@@ -4,12 +4,18 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from feeds.models import Store
 from feeds.store_checks import StoreCheck, StoreCheckFailed, store_connect_checked
 from feeds.stores import hook_secret_generate, parse_header, redact_url
+from orders.services.erp_requests import erp_api_key_rotate
 
 TOKEN_ENV = "VTEX_APP_TOKEN"
 HOOK_SECRET_ENV = "HUB_HOOK_SECRET"
 # Error keys from store_connect -> the option a user typed.
+# Options that connect or change the store; --rotate-erp-api-key alone changes the key only, without the checks.
+CONNECTION_OPTIONS = ("account", "app_key", "app_token_env", "app_token_stdin", "app_token", "hook_secret_env",
+                      "hook_secret_stdin", "hook_secret", "generate_hook_secret", "environment", "base_url",
+                      "erp_url", "erp_header_env", "erp_header", "erp_timeout", "erp_connector")
 OPTIONS = {"name": "name", "account": "--account", "environment": "--environment", "base_url": "--base-url",
            "app_key": "--app-key", "app_token": "--app-token", "erp_url": "--erp-url", "erp_headers": "--erp-header",
            "erp_timeout_seconds": "--erp-timeout", "erp_connector": "--erp-connector", "hook_secret": "--hook-secret"}
@@ -51,11 +57,21 @@ class Command(BaseCommand):
                                  "Any header option replaces all stored headers; none keeps them")
         parser.add_argument("--erp-timeout", type=float, help="seconds, more than 0 and at most 120 (default 20)")
         parser.add_argument("--erp-connector", help="a dotted path listed in HUB_ERP_CONNECTORS")
+        parser.add_argument("--rotate-erp-api-key", action="store_true",
+                            help="make a new key for the ERP's API (/api/erp/<store>/…, sent as `Authorization: "
+                                 "Bearer <key>`) and print it, once: only its hash is kept. The old key stops "
+                                 "working at once. Alone, it changes nothing else and runs no check")
         parser.add_argument("--no-check", action="store_true",
                             help="save without checking the VTEX credentials and the ERP URL (e.g. VTEX or the ERP "
                                  "is not reachable from this machine yet)")
 
     def handle(self, *args, **o) -> None:
+        if o["rotate_erp_api_key"] and not any(o[name] for name in CONNECTION_OPTIONS):
+            store = Store.objects.filter(name=o["name"]).first()
+            if store is None:
+                raise CommandError(f"no store named {o['name']!r}: connect it first (--account, --app-key, ...)")
+            self._rotate_erp_api_key(store)
+            return
         if o["app_token_stdin"] and o["hook_secret_stdin"]:
             raise CommandError("--app-token-stdin and --hook-secret-stdin: only one secret can come from standard "
                                "input per run (give the other with --app-token-env / --hook-secret-env)")
@@ -89,6 +105,16 @@ class Command(BaseCommand):
             # Never printed: the hub itself puts it in the hook configuration it pushes to VTEX.
             self.stdout.write(f"hook secret generated (stored encrypted); send it to VTEX with "
                               f"`manage.py hook_config push {store.name}`")
+        if o["rotate_erp_api_key"]:
+            self._rotate_erp_api_key(store)
+
+    def _rotate_erp_api_key(self, store: Store) -> None:
+        # The one place the key is ever shown: standard output, never a log.
+        key = erp_api_key_rotate(store)
+        self.stdout.write(f"new ERP API key of store {store.name} (the previous key no longer works):")
+        self.stdout.write(key)
+        self.stdout.write("It will not be shown again: only its hash is stored. The ERP sends it as "
+                          "`Authorization: Bearer <key>`.")
 
     def _report(self, check: StoreCheck) -> None:
         style = {"ok": self.style.SUCCESS, "warning": self.style.WARNING}.get(check.verdict, self.style.ERROR)
