@@ -349,6 +349,7 @@ def sync_with_workers(*, workers: int, timeout: float, store_ids: Iterable[int] 
         stop.workers.append(child.pid)
     if stop():  # asked while the workers were starting: the later ones were not told yet
         stop.pass_on()
+    threading.Thread(target=_reap, args=([child for child, _ in children],), name="reap", daemon=True).start()
     try:
         result = sync_until_idle(**run, stop=stop, on_note=on_note, progress_every=progress_every)
     except BaseException:
@@ -358,10 +359,20 @@ def sync_with_workers(*, workers: int, timeout: float, store_ids: Iterable[int] 
     for n, (child, receive) in enumerate(children, start=1):
         theirs = _worker_result(child, receive, latest=latest, stop=stop)
         if theirs is None:
-            theirs = SyncResult(idle=False, problems=[f"sync worker {n} (pid {child.pid}) did not report"])
+            theirs = SyncResult(idle=False, problems=[
+                f"sync worker {n} (pid {child.pid}) ended without a report: the orders it held were taken up by "
+                "the others, but feed items it had read and not stored stay hidden by VTEX until the feed's "
+                "visibility timeout: run sync again after it"])
         result.merge(theirs)
         child.join(timeout=5)
     return result
+
+
+def _reap(children: list[multiprocessing.process.BaseProcess]) -> None:
+    """Collect each worker as soon as it exits: a zombie looks alive, so its claims and leases would wait for
+    their expiry instead of being freed by the next heartbeat (feeds.leases.holder_is_gone)."""
+    while any(child.is_alive() for child in children):  # is_alive() reaps an exited child
+        time.sleep(0.5)
 
 
 def _worker_result(child: multiprocessing.process.BaseProcess, receive: Any, *, latest: float,

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from django.db.models import Q
 from django.utils import timezone
 
-from feeds.heartbeat import Holds, hold_seconds
+from feeds.heartbeat import Holds, heartbeat_chore, hold_seconds
 from feeds.models import JobLease
 
 log = logging.getLogger("hub.leases")
@@ -144,3 +144,6 @@ def leases_release_dead_local() -> list[str]:
                 held_until=None, holder=""):
             released.append(name)
     return released
+
+
+heartbeat_chore("dead local leases", leases_release_dead_local)

@@ -24,7 +24,7 @@ def pull_feeds(continuous: bool = False) -> str:
     if slot is None:
         return f"all {job_slots('pull_feeds')} pull runs are active"
     try:
-        if continuous and job_slots_free("pull_feeds"):
+        if continuous and not schedule_paused("pull_feeds") and job_slots_free("pull_feeds"):
             job_continue("feeds.tasks.pull_feeds")  # fill the other slots within seconds
         report = feeds_pull(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS, until_empty=False)
     finally:

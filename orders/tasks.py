@@ -23,7 +23,7 @@ def dispatch_orders(continuous: bool = False) -> str:
     if slot is None:
         return f"all {job_slots('dispatch_orders')} dispatch runs are active"
     try:
-        if continuous and job_slots_free("dispatch_orders"):
+        if continuous and not schedule_paused("dispatch_orders") and job_slots_free("dispatch_orders"):
             job_continue("orders.tasks.dispatch_orders")  # fill the other slots within seconds
         report = orders_dispatch(deadline=time.monotonic() + settings.HUB_JOB_BUDGET_SECONDS)
     finally:

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import Case, DateTimeField, Q, Value, When
 from django.utils import timezone
 
-from feeds.heartbeat import Holds, hold_seconds
+from feeds.heartbeat import Holds, heartbeat_chore, hold_seconds
 from feeds.leases import holder_is_gone, lease_holder_id
 from feeds.models import ErpConnection, Store
 from feeds.rate_limit import REFUSED_CODE
@@ -143,6 +143,9 @@ def claims_release_dead_local() -> int:
     if released:
         log.warning("released %d order claim(s) of processes of this host that no longer exist", released)
     return released
+
+
+heartbeat_chore("dead local claims", lambda: claims_release_dead_local())
 
 
 def has_work(sync: OrderSync) -> bool:

@@ -79,3 +79,40 @@ def test_after_a_sigkill_the_next_sync_works_the_dead_process_orders_at_once(san
     assert dict(OrderSync.objects.values_list("order_id", "state")) == {o: "handling_started" for o in order_ids}
     assert all(len(k) == 1 for k in keys_by_order(sandbox).values())
     assert Counter(o for o, status in sandbox.start_handling_calls if status == 204) == {o: 1 for o in order_ids}
+
+
+def test_a_killed_sync_worker_s_orders_are_taken_up_within_a_heartbeat(sandbox, transactional_db):
+    """One of `sync`'s worker processes is SIGKILLed mid-run: the others free its claims on their next
+    heartbeat (HUB_HEARTBEAT_SECONDS, 1 s here) while HUB_CLAIM_SECONDS is 300 s, and finish its orders."""
+    assert _manage(*_connect_args(sandbox)).returncode == 0
+    sandbox.latency_ms = 15
+    order_ids = sandbox.create_orders(120)
+    proc = subprocess.Popen([sys.executable, "manage.py", "sync", "--timeout", "120", "--workers", "2"], cwd=ROOT,
+                            env=_env(HUB_CLAIM_SECONDS="300", HUB_HEARTBEAT_SECONDS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        host, _, namespace = lease_holder_id().split(":")
+        deadline, victim = time.monotonic() + 60, None
+        while victim is None and time.monotonic() < deadline:
+            holders = set(OrderSync.objects.exclude(claimed_by="").values_list("claimed_by", flat=True))
+            victim = next((int(h.split(":")[1]) for h in holders if h.split(":")[1] != str(proc.pid)), None)
+            time.sleep(0.01)
+        assert victim is not None, "the worker process never held an order"
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        held = OrderSync.objects.filter(claimed_by=f"{host}:{victim}:{namespace}")
+        while held.exists() and time.monotonic() - killed_at < 30:
+            time.sleep(0.05)
+        freed_after = time.monotonic() - killed_at
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert freed_after < 5, f"the dead worker's claims were freed after {freed_after:.1f} s"
+    # The run itself says a worker died (feed items it read may be hidden), so it is not idle: run it again.
+    assert proc.returncode == 1 and "ended without a report" in output, output
+    sandbox.make_all_visible()
+    assert _manage("sync", "--timeout", "100").returncode == 0
+    assert dict(OrderSync.objects.values_list("order_id", "state")) == {o: "handling_started" for o in order_ids}
+    assert all(len(k) == 1 for k in keys_by_order(sandbox).values())
+    assert Counter(o for o, status in sandbox.start_handling_calls if status == 204) == {o: 1 for o in order_ids}
