@@ -61,7 +61,8 @@ def _confirm_erp_requests(*, store: Store, order_id: str, state: str, now: datet
     """The feed closes the return path: `invoiced` confirms the invoices VTEX accepted, `canceled` a cancel the
     ERP asked for. An order VTEX says is invoiced while an invoice waits unconfirmed shows on the dashboard."""
     kind = ErpRequest.Kind.INVOICE if state == INVOICED else ErpRequest.Kind.CANCEL
-    sync = OrderSync.objects.filter(store=store, order_id=order_id).only("pk").first()
+    # Locked: the worker marking a request sent locks it too (vtex_requests._close), so one sees the other.
+    sync = OrderSync.objects.select_for_update().filter(store=store, order_id=order_id).only("pk").first()
     if sync is None:
         return
     confirmed = ErpRequest.objects.filter(order=sync, kind=kind, state=ErpRequest.State.SENT).update(

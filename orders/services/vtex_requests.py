@@ -132,9 +132,11 @@ def _close(run: OrderRun, request: ErpRequest, *, request_state: str, outcome: s
         values["vtex_answer"] = answer.excerpt
     with transaction.atomic():
         # VTEX may have moved the order (and the feed told us) before its answer to us was saved: confirmed then.
+        # The order row's lock orders this against the event's transaction (events.py locks it too): one of the
+        # two sees the other's write, so a request is never left sent after its confirming event.
         closing = CONFIRMING_STATUS.get(request.kind)
-        if request_state == ErpRequest.State.SENT and closing and OrderSync.objects.filter(
-                pk=run.sync_id, vtex_status=closing).exists():
+        status = OrderSync.objects.select_for_update().filter(pk=run.sync_id).values_list("vtex_status", flat=True)
+        if request_state == ErpRequest.State.SENT and closing and status.first() == closing:
             values.update(state=ErpRequest.State.CONFIRMED, confirmed_at=now)
             message += f"; VTEX already says {closing}"
         ErpRequest.objects.filter(pk=request.pk, state=ErpRequest.State.PENDING).update(**values)

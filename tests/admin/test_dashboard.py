@@ -432,7 +432,7 @@ def test_the_dashboard_costs_the_same_queries_for_more_stores_and_orders(sandbox
     assert _queries(admin_client_hub) == small
     with CaptureQueriesContext(connection) as queries:
         dashboard_build()
-    assert len(queries) == 5
+    assert len(queries) == 7
     with CaptureQueriesContext(connection) as queries:
         vtex_side_build()  # the page's sources and configurations on VTEX (issue 8)
     assert len(queries) == 3

@@ -111,7 +111,7 @@ def test_loading_shows_vtex_copy_and_highlights_what_drifted(admin_client_hub, s
     assert response.status_code == 200
     assert "VTEX&#x27;s hook differs from the hub&#x27;s in: Statuses, URL, X-Hub-Hook-Token." in page
     assert {d["label"]: (d["hub"], d["vtex"]) for d in response.context["drift_rows"]} == {
-        "Statuses": ("cancel, canceled, handling, ready-for-handling", "invoiced"),
+        "Statuses": ("cancel, canceled, handling, invoiced, ready-for-handling", "invoiced"),
         "URL": (f"{public_hub.url}/hooks/vtex/acme/", "https://elsewhere.example.com/hook"),
         "X-Hub-Hook-Token": ("the store's hook secret", "another value"),
     }

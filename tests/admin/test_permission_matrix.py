@@ -30,7 +30,7 @@ from django_q.tasks import async_task
 from feeds.jobs import RUNNABLE
 from feeds.models import ErpConnection, FeedConfig, FeedEvent, Store
 from orders.models import Alert, AlertChannel, ErpRequest, OrderSync, SyncAttempt
-from orders.services.staff import ACTIONS
+from orders.services.staff import ACTIONS, CONFIRMED_ACTIONS
 from tests.admin.conftest import action_ran
 
 GROUPS = ["Viewer", "Operator", "Administrator"]
@@ -112,9 +112,14 @@ def _perm(name: str) -> Callable[[User, admin.ModelAdmin, Model], bool]:
 CUSTOM_VIEWS: dict[str, dict[str, CustomView]] = {
     # orders/admin.py act_view: POST, orders.operate_orders.
     "orders_ordersync_act": {
-        action: CustomView(args=lambda obj, action=action: [obj.pk, action], may=_perm("orders.operate_orders"),
-                           data={"reason": "matrix"})
-        for action in ACTIONS
+        **{action: CustomView(args=lambda obj, action=action: [obj.pk, action], may=_perm("orders.operate_orders"),
+                              data={"reason": "matrix"}, allowed_status=200 if action in CONFIRMED_ACTIONS else 302)
+           for action in ACTIONS},
+        # An action behind a confirmation page: the first POST shows it (200), the confirmed one acts.
+        **{f"{action} confirmed": CustomView(args=lambda obj, action=action: [obj.pk, action],
+                                             may=_perm("orders.operate_orders"),
+                                             data={"reason": "matrix", "confirm": "yes"})
+           for action in CONFIRMED_ACTIONS},
     },
     # feeds/admin/stores.py run_view: POST, feeds.run_jobs; queues a job.
     "feeds_store_run": {

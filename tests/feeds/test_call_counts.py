@@ -139,7 +139,7 @@ def test_a_vtex_call_without_an_answer_counts_as_error_and_a_refused_one_not_at_
     with pytest.raises(VtexUnavailable):
         client.feed_read()
 
-    def pause() -> None:
+    def pause(operation: str) -> None:
         raise VtexUnavailable("paused after a 429")  # the account's limiter refuses: no request is made
 
     paused = VtexClient(base_url=client.base_url, app_key="k", app_token=TOKEN, timeout=2, store="acme",
