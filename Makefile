@@ -24,7 +24,9 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The benchmark starts `vtex_sandbox` (installed only with HUB_SANDBOX on) and runs without DEBUG,
-# where Django needs DJANGO_ALLOWED_HOSTS even though it serves no page.
+# where Django needs DJANGO_ALLOWED_HOSTS even though it serves no page. By default it runs 10,000 orders
+# on 1, 2 and 4 worker processes plus a 500-order sequential baseline, several minutes in all; quicker:
+# BENCH_ARGS="--orders 2000 --workers 2 --baseline 0". Other options (--mode qcluster, --kill): docs/performance.md.
 bench: install
 	HUB_SANDBOX=1 DJANGO_ALLOWED_HOSTS="$${DJANGO_ALLOWED_HOSTS:-localhost}" $(PY) scripts/bench.py $(BENCH_ARGS)
 
