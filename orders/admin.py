@@ -22,6 +22,7 @@ from integrationhub.personal_data import PersonalDataAdminMixin, can_see_persona
 from orders.dashboard import REFRESH_SECONDS, age_text, order_queued_work, when
 from orders.models import ErpRequest, OrderSync, SyncAttempt
 from orders.services.prune import retention_text
+from orders.services.vtex_requests import return_path_summary
 from orders.services.staff import ACTIONS, CONFIRMED_ACTIONS, ActionRefused, action_check, order_act
 
 ERROR_CHARS = 80  # of the last error in the order list; the rest is in the cell's tooltip
@@ -213,6 +214,7 @@ class OrderSyncAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
             "refresh_seconds": REFRESH_SECONDS,
             "order_actions": [(action, action_check(action.name, sync)) for action in ACTIONS.values()]
             if operate else [],
+            "return_summary": return_path_summary(sync),
             "erp_requests": [ErpRequestRow(r, for_user(user, r.last_error), for_user(user, r.vtex_answer))
                              for r in sync.erp_requests.order_by("created_at", "id")],
         }

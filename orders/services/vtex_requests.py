@@ -168,3 +168,32 @@ def _not_now(run: OrderRun, request: ErpRequest, exc: VtexUnavailable) -> None:
 
 def _still_pending(run: OrderRun) -> bool:
     return ErpRequest.objects.filter(order_id=run.sync_id, state=ErpRequest.State.PENDING).exists()
+
+
+def return_path_summary(sync: OrderSync) -> str:
+    """Where the order stands on the return path, for the order page: "" when the ERP sent nothing yet."""
+    requests = list(sync.erp_requests.exclude(state=ErpRequest.State.REFUSED).only("kind", "state", "invoice_type",
+                                                                                   "invoice_value"))
+    if not requests:
+        return ""
+    cancel = next((r for r in requests if r.kind == ErpRequest.Kind.CANCEL), None)
+    if cancel is not None:
+        return {ErpRequest.State.PENDING: "cancel requested", ErpRequest.State.SENT: "cancel sent to VTEX",
+                ErpRequest.State.CONFIRMED: "canceled", ErpRequest.State.FAILED: "cancel failed"}[cancel.state]
+    done = (ErpRequest.State.SENT, ErpRequest.State.CONFIRMED)
+    invoiced = sum(r.invoice_value or 0 for r in requests
+                   if r.kind == ErpRequest.Kind.INVOICE and r.invoice_type == "Output" and r.state in done)
+    total = (sync.order_snapshot or {}).get("value") if isinstance(sync.order_snapshot, dict) else None
+    waiting = any(r.state == ErpRequest.State.PENDING for r in requests)
+    if sync.vtex_status == "invoiced":
+        text = "invoiced"
+    elif isinstance(total, int) and 0 < invoiced < total:
+        text = "partially invoiced"
+    elif invoiced:
+        text = "invoice sent, waiting for VTEX's invoiced status"
+    else:
+        text = "invoice waiting to be sent"
+    amounts = f" ({invoiced} of {total} ¢)" if isinstance(total, int) else ""
+    tracking = any(r.kind == ErpRequest.Kind.TRACKING and r.state in done for r in requests)
+    return text + amounts + ("; tracking sent" if tracking else "") + ("; more waiting to be sent" if waiting and
+                                                                     invoiced else "")

@@ -48,6 +48,8 @@ def test_the_order_page_shows_the_invoice_its_tracking_and_vtex_receipt(sandbox,
     assert "NF-1" in row and "5500" in row and "Correios BR123" in row and request.receipt in row
     assert "Confirmed" in row[:row.index("</tr>")]
     assert "Invoice to VTEX" in page  # the timeline's step
+    assert 'id="hub-return-summary">invoiced (5500 of 5500 ¢); tracking sent' not in page  # tracking is in the invoice
+    assert 'id="hub-return-summary">invoiced (5500 of 5500 ¢)</strong>' in page
 
 
 def test_a_refused_invoice_is_resent_by_an_operator_but_not_by_a_viewer(sandbox, store, handled, operator_client,

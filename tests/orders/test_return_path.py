@@ -13,6 +13,7 @@ from django.test import Client
 from feeds.models import Store
 from orders.models import ErpRequest, OrderSync, SyncAttempt
 from orders.services.erp_requests import erp_api_key_rotate
+from orders.services.vtex_requests import return_path_summary
 from tests.helpers import run_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,6 +83,7 @@ def test_two_partial_invoices_invoice_the_order_and_a_third_over_the_total_is_re
     assert first.status_code == 202, first.content
     run_sync()
     assert sandbox.order_summary(order_id)["status"] == "handling"  # partially invoiced: VTEX waits for the rest
+    assert return_path_summary(OrderSync.objects.get(order_id=order_id)) == "partially invoiced (4000 of 5500 ¢)"
 
     second = _post(erp_key, f"/api/erp/acme/orders/{order_id}/invoice", _invoice(order_id, "NF-2", [ITEMS[1]], 1500))
     assert second.status_code == 202, second.content
@@ -209,3 +211,24 @@ def test_the_dashboard_counts_refused_requests_and_invoices_the_feed_never_confi
     [health] = store_healths(now=timezone.now())
     assert (waiting.waiting, health.returns.waiting, health.returns.refused, health.returns.unconfirmed) == (1, 0, 1, 1)
     assert sandbox.order_summary(silent_id)["status"] == "invoiced"
+
+
+def test_tracking_added_later_reaches_vtex_after_its_invoice(sandbox, store, erp_key):
+    [order_id] = _handled(sandbox, items=ITEMS)
+    # Tracking posted right after its invoice, before either went out: it follows the invoice, in order.
+    assert _post(erp_key, f"/api/erp/acme/orders/{order_id}/invoice",
+                 _invoice(order_id, "NF-1", ITEMS, 5500)).status_code == 202
+    tracking = {"trackingNumber": "BR998877", "trackingUrl": "https://track.example.com/BR998877",
+                "courier": "Correios", "dispatchedDate": "2026-11-28T15:00:00Z"}
+    answer = _post(erp_key, f"/api/erp/acme/orders/{order_id}/invoices/NF-1/tracking", tracking)
+    assert answer.status_code == 202, answer.content
+
+    run_sync()
+
+    [package] = sandbox.order_summary(order_id)["packages"]
+    assert (package["invoiceNumber"], package["trackingNumber"], package["courier"]) == ("NF-1", "BR998877",
+                                                                                         "Correios")
+    assert ErpRequest.objects.get(pk=answer.json()["id"]).state == ErpRequest.State.SENT
+    steps = list(SyncAttempt.objects.filter(order__order_id=order_id, step__in=["vtex_invoice", "vtex_tracking"])
+                 .order_by("created_at", "id").values_list("step", flat=True))
+    assert steps.index("vtex_invoice") < steps.index("vtex_tracking"), steps
