@@ -16,13 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.models import Max, Q
 from django.utils import timezone
 
 from feeds.handles import handles_owed
 from feeds.models import ErpConnection, FeedEvent, Store
 from feeds.services import FeedProblem, PullReport, feeds_pull
+from integrationhub.db_recovery import database_lost
 from orders.models import OrderSync
 from orders.services.dispatch import DispatchReport, GracefulStop, orders_dispatch, work_pending
 
@@ -274,30 +275,38 @@ def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None, s
     while time.monotonic() < deadline and not stop():
         # Owed as of the round's start: an item that reappears after the round's last read must not be missed.
         round_started = timezone.now()
-        pull_ids, work_ids = watch.readable(scope), watch.workable(scope)
-        puller = Puller(deadline=deadline, store_ids=pull_ids, stop=stop) if pull_ids != [] else None
-        dispatched = orders_dispatch(
-            deadline=deadline, store_ids=work_ids, stop=stop, tick=tick,
-            stop_when=lambda: (puller is None or not puller.is_alive()) and not work_pending(store_ids=work_ids),
-        )
-        report = puller.join(stop) if puller is not None else PullReport()
-        result.dispatch.outcomes.update(dispatched.outcomes)
-        result.pulls.append(report)
-        result.owed = handles_owed(store_ids=pull_ids, now=round_started) if pull_ids != [] else 0
-        gave_up = watch.update(report)
-        tick()
-        if stop():
-            result.stopped = True
-            break
-        if gave_up:
-            continue  # this round's errors came from the store now left out: look again without it
-        # Idle only when a whole round read nothing and worked no order: start-handling itself adds events to
-        # the feed, maybe after the round's last read.
-        # A round cut short by the deadline may have read nothing because it had no time to: that is a timeout.
-        if (report.read == 0 and not dispatched.processed and not report.errors and not report.stores_busy
-                and not result.owed and time.monotonic() < deadline and not work_pending(store_ids=work_ids)):
-            result.idle = not watch.given_up
-            break
+        puller: Puller | None = None
+        try:
+            pull_ids, work_ids = watch.readable(scope), watch.workable(scope)
+            puller = Puller(deadline=deadline, store_ids=pull_ids, stop=stop) if pull_ids != [] else None
+            dispatched = orders_dispatch(
+                deadline=deadline, store_ids=work_ids, stop=stop, tick=tick,
+                stop_when=lambda: (puller is None or not puller.is_alive()) and not work_pending(store_ids=work_ids),
+            )
+            report = puller.join(stop) if puller is not None else PullReport()
+            result.dispatch.outcomes.update(dispatched.outcomes)
+            result.pulls.append(report)
+            result.owed = handles_owed(store_ids=pull_ids, now=round_started) if pull_ids != [] else 0
+            gave_up = watch.update(report)
+            tick()
+            if stop():
+                result.stopped = True
+                break
+            if gave_up:
+                continue  # this round's errors came from the store now left out: look again without it
+            # Idle only when a whole round read nothing and worked no order: start-handling itself adds events to
+            # the feed, maybe after the round's last read.
+            # A round cut short by the deadline may have read nothing because it had no time to: that is a timeout.
+            if (report.read == 0 and not dispatched.processed and not report.errors and not report.stores_busy
+                    and not result.owed and time.monotonic() < deadline and not work_pending(store_ids=work_ids)):
+                result.idle = not watch.given_up
+                break
+        except DatabaseError as exc:
+            # The database went away mid-round (a restart, a killed connection): reconnect and do the round again.
+            if puller is not None:
+                puller.join(stop)
+            database_lost(None, "sync round", exc)
+            continue
         if report.errors or report.stores_busy or (result.owed and not report.read):
             _pause(min(1.0, max(0.0, deadline - time.monotonic())), stop)
     result.stopped = result.stopped or stop()

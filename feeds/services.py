@@ -13,13 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from feeds.handles import DEFAULT_VISIBILITY_SECONDS, commit_margin, events_live, visibility_of
 from feeds.leases import lease_acquire, lease_release, store_pull_lease
+from integrationhub.db_recovery import database_lost
 from feeds.models import FeedConfig, FeedEvent, Store
 from feeds.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
 from feeds.vtex_account import store_pause, vtex_client
@@ -459,8 +460,11 @@ def feed_read_loop(*, store: Store, deadline: float, until_empty: bool,
                 time.sleep(min(paused, left))
                 continue
             if stored_before is not None:
-                events_commit_stored(store=store, client=client, visibility=visibility, before=stored_before,
-                                     deadline=deadline, report=report, stopping=stopping)
+                try:
+                    events_commit_stored(store=store, client=client, visibility=visibility, before=stored_before,
+                                         deadline=deadline, report=report, stopping=stopping)
+                except DatabaseError as exc:
+                    database_lost(report.errors, f"{store.name}: commit of stored events", exc)
                 stored_before = None
                 continue
             # Only the polling job backs off: `sync` and "Pull now" are a person asking for one read now.
@@ -468,8 +472,14 @@ def feed_read_loop(*, store: Store, deadline: float, until_empty: bool,
                 # Looked at again each poll interval (a database read, not a VTEX call): a re-apply ends it.
                 time.sleep(min(waiting, left, settings.HUB_IDLE_POLL_SECONDS))
                 continue
-            result = feed_read_once(store=store, client=client, report=report, visibility=visibility,
-                                    deadline=deadline, stopping=stopping)
+            try:
+                result = feed_read_once(store=store, client=client, report=report, visibility=visibility,
+                                        deadline=deadline, stopping=stopping)
+            except DatabaseError as exc:
+                # The database went away (a restart, a killed connection): a lot read and not stored comes back
+                # after VTEX's visibility timeout. Reconnect and go on reading.
+                database_lost(report.errors, f"{store.name}: feed read", exc)
+                continue
             if result == "items":
                 continue
             if until_empty:
@@ -538,7 +548,10 @@ def feeds_pull(*, deadline: float, store_ids: Iterable[int] | None = None, until
         for thread in threads:
             thread.join()  # each ends by the deadline, or after its lot on a stop
     finally:
-        lease_release(names=leases)
+        try:
+            lease_release(names=leases)
+        except DatabaseError as exc:  # the leases lapse on their own within HUB_CLAIM_SECONDS
+            database_lost(report.errors, "releasing the feed leases", exc)
     for result in results:
         report.merge(result)
     report.blocked = sorted(set(report.blocked))

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.db.models import Q
 from django.utils import timezone
 
 from feeds.models import Store
+from integrationhub.db_recovery import database_lost
 from orders.models import OrderSync
 from orders.services.erp_breaker import waiting_on_open_breaker
 from orders.services.process import claims_release_dead_local, order_process
@@ -135,20 +136,25 @@ def orders_dispatch(
     try:
         idle_pause = settings.HUB_DISPATCH_POLL_SECONDS
         while time.monotonic() < deadline and not (stop is not None and stop()):
-            if tick is not None:
-                tick()
             with lock:
                 busy = set(in_flight)
-            # Ask the database only when the workers are about to run dry.
-            room = concurrency * 4 - len(busy) if work.qsize() < concurrency else 0
-            due = orders_due(store_ids=store_ids, exclude=busy, limit=room) if room > 0 else []
+            try:
+                if tick is not None:
+                    tick()
+                # Ask the database only when the workers are about to run dry.
+                room = concurrency * 4 - len(busy) if work.qsize() < concurrency else 0
+                due = orders_due(store_ids=store_ids, exclude=busy, limit=room) if room > 0 else []
+                done = not due and not busy and stop_when is not None and stop_when()
+            except DatabaseError as exc:  # reconnect and go on: the orders in hand are the workers' business
+                database_lost(None, "dispatch", exc)
+                continue
             for sync_id in due:
                 with lock:
                     in_flight.add(sync_id)
                 work.put(sync_id)
             if due:
                 continue
-            if not busy and stop_when is not None and stop_when():
+            if done:
                 break
             time.sleep(min(0.05 if busy else idle_pause, max(0.0, deadline - time.monotonic())))
     finally:
@@ -161,9 +167,12 @@ def orders_dispatch(
             # its order's claim expires on its own.
             left = math.inf if stop is None else stop.seconds_left()
             thread.join(timeout=None if left == math.inf else left)
-        Store.objects.filter(**({"pk__in": store_ids} if store_ids is not None else {})).update(
-            last_dispatch_at=timezone.now()
-        )
+        try:
+            Store.objects.filter(**({"pk__in": store_ids} if store_ids is not None else {})).update(
+                last_dispatch_at=timezone.now()
+            )
+        except DatabaseError as exc:  # the next run records it
+            database_lost(None, "dispatch end", exc)
     return report
 
 
