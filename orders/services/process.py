@@ -38,7 +38,7 @@ from integrationhub.personal_data import mask_text
 from orders import erp
 from orders.models import OrderSync, SyncAttempt
 from orders.services.backoff import retry_delay
-from orders.services.erp_breaker import breaker_failure, breaker_success
+from orders.services.erp_breaker import breaker_failure, breaker_gate, breaker_success
 from orders.services.vtex_requests import vtex_requests_due, vtex_requests_send
 
 log = logging.getLogger("hub.orders")
@@ -334,7 +334,17 @@ class OrderRun:
             return erp.ErpResult("retry", f"ERP connector {self.sync.store.erp.connector} failed: "
                                           f"{type(exc).__name__}: {str(exc)[:300]}")
 
+    def erp_gate(self, step: str) -> bool:
+        """False (and the order waits, keeping its attempts) while the ERP's breaker is open or probed by another."""
+        if (until := breaker_gate(self.sync.store.erp)) is None:
+            return True
+        self.wait(step=step, kind="erp_unavailable", until=until,
+                  message="the ERP's circuit breaker is open (or another order is probing it)")
+        return False
+
     def step_send_to_erp(self) -> bool:
+        if not self.erp_gate(SyncAttempt.Step.ERP_SEND):
+            return False
         doc = self.get_order()
         if doc.status in CANCELED_STATUSES:
             self.save(step=SyncAttempt.Step.GET_ORDER, outcome=SyncAttempt.Outcome.INFO, release=True,
@@ -413,6 +423,8 @@ class OrderRun:
         return False
 
     def step_cancel(self) -> bool:
+        if not self.erp_gate(SyncAttempt.Step.ERP_CANCEL):
+            return False
         doc = self.get_order()
         if doc.status not in CANCELED_STATUSES:
             self.save(step=SyncAttempt.Step.ERP_CANCEL, outcome=SyncAttempt.Outcome.INFO, cancel_pending=False,
