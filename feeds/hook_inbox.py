@@ -11,7 +11,6 @@ per store and reason (HookRejection) for the dashboard.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from django.utils import timezone
 from feeds.models import FeedEvent, HookRejection, Store
 from feeds.services import events_store_batch
 from feeds.vtex.client import FeedItem, parse_vtex_time
+from integrationhub.json_body import BodyNotJson, BodyTooLarge, json_body_read
 
 log = logging.getLogger("hub.feeds")
 
@@ -97,25 +97,12 @@ def _authenticate(store: Store, token: str | None) -> None:
 
 
 def _json_body(content_length: int | None, read: Callable[[int], bytes]) -> Any:
-    too_large = f"body over {MAX_BODY_BYTES} bytes"
-    if content_length is not None and content_length > MAX_BODY_BYTES:
-        raise _Refused(Reason.TOO_LARGE, 413, too_large)
-    body = read(MAX_BODY_BYTES + 1)  # never more, whatever Content-Length claimed
-    if len(body) > MAX_BODY_BYTES:
-        raise _Refused(Reason.TOO_LARGE, 413, too_large)
     try:
-        payload = json.loads(body, parse_constant=_no_constant)
-        # PostgreSQL's jsonb takes neither NUL nor lone surrogates: refuse them here, not as a 500 later.
-        if "\\u0000" in json.dumps(payload):
-            raise ValueError("NUL character")
-        json.dumps(payload, ensure_ascii=False).encode()
-    except (ValueError, UnicodeError, RecursionError):
+        return json_body_read(content_length=content_length, read=read, max_bytes=MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise _Refused(Reason.TOO_LARGE, 413, f"body over {MAX_BODY_BYTES} bytes") from None
+    except BodyNotJson:
         raise _Refused(Reason.BAD_JSON, 400, "body is not valid JSON") from None
-    return payload
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def hook_notification_parse(payload: Any) -> FeedItem:

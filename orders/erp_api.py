@@ -9,7 +9,6 @@ an accepted one answers 202 with the hub's record, which the jobs send to VTEX.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -18,6 +17,7 @@ from django.urls import path
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
+from integrationhub.json_body import BodyNotJson, BodyTooLarge, json_body_read
 from orders.models import ErpRequest
 from orders.services.erp_requests import ErpRequestRefused, erp_api_authenticate, erp_request_record
 
@@ -68,29 +68,16 @@ def _receive(request: HttpRequest, *, store_name: str, order_id: str, kind: str,
 
 
 def _json_body(request: HttpRequest) -> Any:
-    too_large = ErpRequestRefused(413, f"body over {MAX_BODY_BYTES} bytes")
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        length = 0
-    if length > MAX_BODY_BYTES:
-        raise too_large
-    body = request.read(MAX_BODY_BYTES + 1)  # never more, whatever Content-Length claimed
-    if len(body) > MAX_BODY_BYTES:
-        raise too_large
+        length = None
     try:
-        payload = json.loads(body, parse_constant=_no_constant)
-        # PostgreSQL's jsonb takes neither NUL nor lone surrogates: refuse them here, not as a 500 later.
-        if "\\u0000" in json.dumps(payload):
-            raise ValueError("NUL character")
-        json.dumps(payload, ensure_ascii=False).encode()
-    except (ValueError, UnicodeError, RecursionError):
+        return json_body_read(content_length=length, read=request.read, max_bytes=MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise ErpRequestRefused(413, f"body over {MAX_BODY_BYTES} bytes") from None
+    except BodyNotJson:
         raise ErpRequestRefused(400, "is not valid JSON", "body") from None
-    return payload
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 # Included by integrationhub/urls.py. No trailing slash, as VTEX's own paths; an invoice number may hold one.
