@@ -9,6 +9,7 @@ worker failed to release (the database away at that moment) still expires on its
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -84,6 +85,8 @@ def heartbeat_now() -> None:
     """One beat at once, from the calling thread."""
     with _lock:
         holds, chores = list(_all_holds), list(_chores.items())
+    if not any(holds_.held() for holds_ in holds):
+        return  # an idle process: nothing to renew, and the working ones do the chores
     seconds = hold_seconds()
     for holds_ in holds:
         try:
@@ -108,7 +111,7 @@ def _ensure_started() -> None:
 
 def _run(me: int) -> None:
     stop = threading.Event()  # never set: a daemon thread ends with its process
-    while _started_in == me:
+    while _started_in == me and not _exiting:
         stop.wait(beat_seconds())
         try:
             heartbeat_now()
@@ -116,6 +119,15 @@ def _run(me: int) -> None:
             connections.close_all()
         except Exception:  # the thread must outlive any one beat
             log.warning("heartbeat: a beat failed", exc_info=True)
+
+
+_exiting = False
+
+
+@atexit.register
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True  # no beat while the interpreter (and its logging, its database) is shutting down
 
 
 def _after_fork_in_child() -> None:

@@ -23,6 +23,7 @@ from orders.services.erp_breaker import waiting_on_open_breaker
 from orders.services.process import claims_release_dead_local, order_process
 
 log = logging.getLogger("hub.dispatch")
+RELEASE_LOOK_SECONDS = 2.0  # how often an idle dispatcher frees the claims of dead processes of this host
 
 
 @dataclass
@@ -135,12 +136,18 @@ def orders_dispatch(
         thread.start()
     try:
         idle_pause = settings.HUB_DISPATCH_POLL_SECONDS
+        release_next = time.monotonic() + RELEASE_LOOK_SECONDS
         while time.monotonic() < deadline and not (stop is not None and stop()):
             with lock:
                 busy = set(in_flight)
             try:
                 if tick is not None:
                     tick()
+                if not busy and time.monotonic() >= release_next:
+                    # Idle here while orders wait: a process that died holding them may be gone by now (a zombie
+                    # is reaped late), so look again rather than wait for their claims to lapse.
+                    claims_release_dead_local()
+                    release_next = time.monotonic() + RELEASE_LOOK_SECONDS
                 # Ask the database only when the workers are about to run dry.
                 room = concurrency * 4 - len(busy) if work.qsize() < concurrency else 0
                 due = orders_due(store_ids=store_ids, exclude=busy, limit=room) if room > 0 else []

@@ -27,6 +27,7 @@ from tests.feeds.test_commands import ROOT, _env
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from bench_rate_limit import ORDER as BENCH_ORDER  # noqa: E402 - the script's workers ask for this order
+from bench_rate_limit import max_in_window  # noqa: E402 - the same window count as the benchmark
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORDER = BENCH_ORDER  # Get order: a route VTEX documents the 6,000/min limit for (the others are not limited)
@@ -44,16 +45,6 @@ def connect(sandbox, name: str, account: str = "sandbox") -> Store:
 
 def api_times(sandbox) -> list[float]:
     return sorted(request.at for request in sandbox.requests if request.path.startswith("/api/"))
-
-
-def max_in_window(times: list[float], seconds: float) -> int:
-    """The most of the sorted `times` in any window [t, t + seconds)."""
-    best, first = 0, 0
-    for last, at in enumerate(times):
-        while times[first] <= at - seconds:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
 
 
 def test_a_low_limit_holds_across_three_processes_and_two_stores_of_one_account(sandbox, store):
