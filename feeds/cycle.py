@@ -367,6 +367,9 @@ def sync_with_workers(*, workers: int, timeout: float, store_ids: Iterable[int] 
         raise
     for n, (child, receive) in enumerate(children, start=1):
         theirs = _worker_result(child, receive, latest=latest, stop=stop)
+        for report in theirs.pulls if theirs is not None and on_note is not None else ():
+            for text in report.notes:  # what only that worker saw, e.g. a feed it took over from a dead process
+                on_note(f"worker {n}: {text}")
         if theirs is None:
             theirs = SyncResult(idle=False, problems=[
                 f"sync worker {n} (pid {child.pid}) ended without a report: the orders it held were taken up by "

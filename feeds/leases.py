@@ -106,6 +106,9 @@ def lease_acquire(*, name: str) -> LeaseAttempt:
             log.warning("lease %s: took it over from %s, which no longer exists", name, holder.describe())
             _held.add(name)
             return LeaseAttempt(taken=True, holder=holder, took_over=True)
+        # Another process took it over first: say who holds it now, not the dead one.
+        row = JobLease.objects.filter(name=name).values_list("holder", "held_until").first() or row
+        holder = LeaseHolder.parse(row[0], row[1])
     return LeaseAttempt(taken=False, holder=holder)
 
 
