@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from django.db.models import Q
 from django.utils import timezone
 
-from feeds.heartbeat import Holds, heartbeat_chore, hold_seconds
+from feeds.heartbeat import Holds, hold_seconds
 from feeds.models import JobLease
 
 log = logging.getLogger("hub.leases")
@@ -148,5 +148,3 @@ def leases_release_dead_local() -> list[str]:
             released.append(name)
     return released
 
-
-heartbeat_chore("dead local leases", leases_release_dead_local)
