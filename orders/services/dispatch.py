@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from feeds.models import Store
 from integrationhub.db_recovery import database_lost
 from orders.models import OrderSync
 from orders.services.erp_breaker import waiting_on_open_breaker
-from orders.services.process import claims_release_dead_local, order_process
+from orders.services.process import Claim, claims_drop, claims_release_dead_local, order_work, orders_claim
 
 log = logging.getLogger("hub.dispatch")
 RELEASE_LOOK_SECONDS = 2.0  # how often an idle dispatcher frees the claims of dead processes of this host
@@ -67,18 +67,22 @@ def _scope(store_ids: Iterable[int] | None) -> Q:
     return Q(store_id__in=list(store_ids)) if store_ids is not None else Q()
 
 
-def orders_due(*, store_ids: Iterable[int] | None = None, exclude: Iterable[int] = (), limit: int = 100) -> list[int]:
-    """Ids of orders whose next attempt is due, not held by a worker, of enabled, unpaused stores, leaving aside
-    those whose next step needs an ERP whose circuit breaker is open."""
+def due_orders(*, store_ids: Iterable[int] | None = None) -> QuerySet[OrderSync]:
+    """Orders whose next attempt is due, of enabled, unpaused stores, oldest first, leaving aside those whose
+    next step needs an ERP whose circuit breaker is open (claimed or not: orders_claim takes the free ones)."""
     now = timezone.now()
-    rows = (
+    return (
         OrderSync.objects.filter(_scope(store_ids), next_attempt_at__lte=now, store__enabled=True)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
         .filter(Q(store__vtex_paused_until__isnull=True) | Q(store__vtex_paused_until__lte=now))
         .exclude(waiting_on_open_breaker(now))
-        .exclude(pk__in=list(exclude))
         .order_by("next_attempt_at")
     )
+
+
+def orders_due(*, store_ids: Iterable[int] | None = None, limit: int = 100) -> list[int]:
+    """Ids of the due orders no worker holds (what the next claim would take)."""
+    now = timezone.now()
+    rows = due_orders(store_ids=store_ids).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     return list(rows.values_list("pk", flat=True)[:limit])
 
 
@@ -108,26 +112,28 @@ def orders_dispatch(
     concurrency = max(1, concurrency or settings.HUB_DISPATCH_CONCURRENCY)
     report = DispatchReport()
     claims_release_dead_local()  # a dead process's orders are worked now, not after HUB_CLAIM_SECONDS
-    work: queue.Queue[int | None] = queue.Queue()
+    # Orders are claimed in batches by this thread and queued for the workers: one UPDATE and one read per
+    # batch, not a poll plus a claim and a read per order.
+    work: queue.Queue[Claim | None] = queue.Queue()
     in_flight: set[int] = set()
     lock = threading.Lock()
 
     def worker() -> None:
         try:
-            while (sync_id := work.get()) is not None:
+            while (claim := work.get()) is not None:
                 try:
                     if stop is not None and stop():
-                        continue  # not claimed yet: leave it to the next run
-                    state = order_process(sync_id=sync_id, by=by, stopping=stop)
-                    if state is not None:
-                        with lock:
-                            report.outcomes[state] += 1
+                        claims_drop([claim])  # a stop came while it waited in the queue: give it back
+                        continue
+                    state = order_work(claim, by=by, stopping=stop)
+                    with lock:
+                        report.outcomes[state] += 1
                 except Exception:  # keep the worker alive; the order's claim expires on its own
-                    log.exception("dispatch of order %s failed", sync_id)
+                    log.exception("dispatch of order %s failed", claim.sync.order_id)
                     close_old_connections()
                 finally:
                     with lock:
-                        in_flight.discard(sync_id)
+                        in_flight.discard(claim.sync.pk)
         finally:
             connections.close_all()
 
@@ -150,15 +156,15 @@ def orders_dispatch(
                     release_next = time.monotonic() + RELEASE_LOOK_SECONDS
                 # Ask the database only when the workers are about to run dry.
                 room = concurrency * 4 - len(busy) if work.qsize() < concurrency else 0
-                due = orders_due(store_ids=store_ids, exclude=busy, limit=room) if room > 0 else []
+                due = orders_claim(due_orders(store_ids=store_ids), limit=room) if room > 0 else []
                 done = not due and not busy and stop_when is not None and stop_when()
             except DatabaseError as exc:  # reconnect and go on: the orders in hand are the workers' business
                 database_lost(None, "dispatch", exc)
                 continue
-            for sync_id in due:
+            for claim in due:
                 with lock:
-                    in_flight.add(sync_id)
-                work.put(sync_id)
+                    in_flight.add(claim.sync.pk)
+                work.put(claim)
             if due:
                 continue
             if done:
@@ -183,10 +189,16 @@ def orders_dispatch(
     return report
 
 
-def _drain(work: queue.Queue[int | None]) -> None:
-    """Forget queued orders: none is claimed before a worker takes it, so nothing needs releasing."""
+def _drain(work: queue.Queue[Claim | None]) -> None:
+    """Give back the claims of queued orders no worker took (one UPDATE): the next run takes them at once."""
+    left: list[Claim] = []
     while True:
         try:
-            work.get_nowait()
+            if (claim := work.get_nowait()) is not None:
+                left.append(claim)
         except queue.Empty:
-            return
+            break
+    try:
+        claims_drop(left)
+    except DatabaseError as exc:  # they lapse within HUB_CLAIM_SECONDS (or sooner, once this process is gone)
+        database_lost(None, "returning queued orders", exc)

@@ -15,8 +15,8 @@ import logging
 import operator
 import threading
 import time
-import uuid
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import reduce
@@ -25,7 +25,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, DateTimeField, Q, Value, When
+from django.db.models import Case, CharField, DateTimeField, Q, QuerySet, Value, When
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from feeds.heartbeat import Holds, heartbeat_chore, hold_seconds
@@ -110,23 +111,61 @@ def _claims_renew(tokens: list[str], seconds: float) -> None:
 _claims = Holds("order claims", _claims_renew)
 
 
-def order_claim(*, sync_id: int, due_only: bool = True) -> str | None:
-    """Hand the order to this worker alone; returns the claim token, or None if someone has it.
+@dataclass(frozen=True)
+class Claim:
+    """An order handed to this process alone: the fields its run reads, and the token every write checks."""
 
-    The claim lasts HUB_CLAIM_SECONDS and the heartbeat renews it until order_process lets go of it.
+    sync: OrderSync
+    token: str
+
+
+def orders_claim(rows: QuerySet[OrderSync], *, limit: int) -> list[Claim]:
+    """Claim up to `limit` of `rows` that nobody holds: one UPDATE for them all, one read of their fields.
+
+    SKIP LOCKED: dispatchers claiming at the same instant take different orders instead of queueing on each other
+    (SQLite has no row locks and serialises writers anyway). Each order gets its own token, a random prefix and its
+    id. The claims last HUB_CLAIM_SECONDS and the heartbeat renews them until order_process (or claims_drop) lets go.
     """
+    if limit <= 0:
+        return []
     now = timezone.now()
-    token = uuid.uuid4().hex
-    rows = OrderSync.objects.filter(pk=sync_id).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    prefix, holder = secrets.token_hex(12) + "-", lease_holder_id()
+    free = rows.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).order_by("next_attempt_at")
+    with transaction.atomic():  # FOR UPDATE needs a transaction, even in a subquery
+        picked = free.select_for_update(skip_locked=True, of=("self",)).values("pk")[:limit]
+        claimed = OrderSync.objects.filter(pk__in=picked).update(
+            claim_token=Concat(Value(prefix), Cast("pk", CharField())), claimed_by=holder,
+            claimed_until=now + timedelta(seconds=hold_seconds()))
+    if not claimed:
+        return []
+    # Read by holder (an indexed handful of rows) and prefix: exactly the rows this UPDATE took.
+    syncs = list(OrderSync.objects.filter(claimed_by=holder, claim_token__startswith=prefix).only(*LOADED_FIELDS))
+    claims = [Claim(sync=sync, token=prefix + str(sync.pk)) for sync in syncs]
+    for claim in claims:
+        _claims.add(claim.token)  # renewed from the next beat on, well within HUB_CLAIM_SECONDS
+    return claims
+
+
+def order_claim(*, sync_id: int, due_only: bool = True) -> Claim | None:
+    """Hand one order to this worker alone (None if someone has it, or, with due_only, if it is not due)."""
+    rows = OrderSync.objects.filter(pk=sync_id)
     if due_only:
-        rows = rows.filter(next_attempt_at__lte=now)
-    _claims.add(token)  # before the UPDATE: a beat between the two only renews a row we are about to hold
-    claimed = rows.update(claim_token=token, claimed_until=now + timedelta(seconds=hold_seconds()),
-                          claimed_by=lease_holder_id())
-    if claimed != 1:
-        _claims.discard([token])
-        return None
-    return token
+        rows = rows.filter(next_attempt_at__lte=timezone.now())
+    claims = orders_claim(rows, limit=1)
+    return claims[0] if claims else None
+
+
+def claims_drop(claims: list[Claim]) -> None:
+    """Give back claims taken and not worked (a graceful stop), in one UPDATE, and stop renewing them."""
+    tokens = [claim.token for claim in claims]
+    if tokens:
+        OrderSync.objects.filter(claim_token__in=tokens).update(claim_token="", claimed_until=None, claimed_by="")
+    claims_forget(tokens)
+
+
+def claims_forget(tokens: list[str]) -> None:
+    """No more renewals: the claim was released by its last write (or, if that failed, lapses on its own)."""
+    _claims.discard(tokens)
 
 
 def claims_release_dead_local() -> int:
@@ -161,10 +200,10 @@ def has_work(sync: OrderSync) -> bool:
 class OrderRun:
     """The work on one claimed order. `by` is "schedule" or a staff username."""
 
-    def __init__(self, *, sync_id: int, token: str, by: str, stopping: Callable[[], bool] | None = None) -> None:
-        self.sync_id, self.token, self.by = sync_id, token, by
+    def __init__(self, *, claim: Claim, by: str, stopping: Callable[[], bool] | None = None) -> None:
+        self.sync, self.token, self.by = claim.sync, claim.token, by  # the claim read the run's fields
+        self.sync_id = claim.sync.pk
         self.stopping = stopping
-        self.sync = OrderSync.objects.only(*LOADED_FIELDS).get(pk=sync_id)
         self.pending_fields: dict[str, Any] = {}
         self.pending_attempts: list[SyncAttempt] = []
         self.erp_request = ""  # what the last ERP call sent, minus the order document and secret headers
@@ -508,26 +547,30 @@ def _erp_call(result: erp.ErpResult) -> Call:
 
 def order_process(*, sync_id: int, by: str = "schedule", due_only: bool = True, resend: bool = False,
                   stopping: Callable[[], bool] | None = None) -> str | None:
-    """Claim the order and advance it (or resend it). None when another worker holds it (or it is not due).
+    """Claim the order and advance it (or resend it). None when another worker holds it (or it is not due)."""
+    claim = order_claim(sync_id=sync_id, due_only=due_only)
+    if claim is None:
+        return None
+    return order_work(claim, by=by, resend=resend, stopping=stopping)
+
+
+def order_work(claim: Claim, *, by: str = "schedule", resend: bool = False,
+               stopping: Callable[[], bool] | None = None) -> str:
+    """Advance (or resend) a claimed order, and let go of its claim.
 
     stopping: checked between steps; once true, the order is released after the step in hand.
     """
-    token = order_claim(sync_id=sync_id, due_only=due_only)
-    if token is None:
-        return None
-    # Reads one row; if even that fails the database is down and the claim's expiry is the only way back.
+    run = OrderRun(claim=claim, by=by, stopping=stopping)
     try:
-        run = OrderRun(sync_id=sync_id, token=token, by=by, stopping=stopping)
+        return run.resend() if resend else run.run()
+    except Exception as exc:  # any failure (a bug, a broken store row) lands on the timeline and frees the order
+        log.exception("order %s: unexpected error", run.sync.order_id)
         try:
-            return run.resend() if resend else run.run()
-        except Exception as exc:  # any failure (a bug, a broken store row) lands on the timeline and frees the order
-            log.exception("order %s: unexpected error", run.sync.order_id)
-            try:
-                run.retry(step=run.step, message=f"internal error: {type(exc).__name__}: {str(exc)[:500]}",
-                          kind="internal_error")
-            except ClaimLost:
-                pass
-            return run.sync.state
+            run.retry(step=run.step, message=f"internal error: {type(exc).__name__}: {str(exc)[:500]}",
+                      kind="internal_error")
+        except ClaimLost:
+            pass
+        # If even that write failed (the database is down), the claim lapses within HUB_CLAIM_SECONDS.
+        return run.sync.state
     finally:
-        # Released (or, if even that write failed, left to expire within HUB_CLAIM_SECONDS): no more renewals.
-        _claims.discard([token])
+        claims_forget([claim.token])

@@ -16,7 +16,7 @@ from django_q.tasks import async_task
 
 from orders.models import ErpRequest, OrderSync, SyncAttempt
 from orders.services.erp_requests import ErpRequestRefused, erp_request_record
-from orders.services.process import order_claim
+from orders.services.process import claims_forget, order_claim
 
 State = OrderSync.State
 
@@ -98,9 +98,17 @@ def order_act(*, sync_id: int, action: str, by: str, reason: str = "") -> str:
         raise ActionRefused(f"{sync.order_id}: a reason is required to {ACTIONS[action].label.lower()}")
     if action == "cancel_vtex":
         return _cancel_on_vtex(sync, by=by, reason=reason.strip())
-    token = order_claim(sync_id=sync_id, due_only=False)  # keeps workers off the order while we write
-    if token is None:
+    claim = order_claim(sync_id=sync_id, due_only=False)  # keeps workers off the order while we write
+    if claim is None:
         raise ActionRefused(f"{sync.order_id}: a worker is on this order right now; try again in a few seconds")
+    try:
+        return _staff_write(action, sync, token=claim.token, by=by, reason=reason)
+    finally:
+        claims_forget([claim.token])  # released by the write (or lapsing, if it failed): no more renewals
+
+
+def _staff_write(action: str, sync: OrderSync, *, token: str, by: str, reason: str) -> str:
+    sync_id = sync.pk
     now = timezone.now()
     fields: dict = {"claim_token": "", "claimed_until": None, "claimed_by": "", "updated_at": now}
     message = f"{ACTIONS[action].label} requested by {by}"
