@@ -326,18 +326,29 @@ class OrderRun:
         try:
             return step.do(self)
         except VtexUnavailable as exc:
-            if exc.code == REFUSED_CODE:
-                self.wait(step=self._step_of(exc.call), message=str(exc), kind="vtex_rate_limited",
-                          until=timezone.now() + timedelta(seconds=exc.retry_after or LIMITER_RETRY_SECONDS))
-                return False
-            if exc.rate_limited:
-                store_pause(store_id=self.sync.store_id, retry_after=exc.retry_after)
-            self.retry(step=self._step_of(exc.call), message=str(exc), call=exc.call, retry_after=exc.retry_after,
-                       rate_limited=exc.rate_limited, kind="vtex_rate_limited" if exc.rate_limited else "vtex_unavailable")
+            self.vtex_unavailable(exc, step=self._step_of(exc.call))
             return False
         except VtexError as exc:
             self.park(step=self._step_of(exc.call), message=str(exc), call=exc.call, kind="vtex_refused")
             return False
+
+    def vtex_unavailable(self, exc: VtexUnavailable, *, step: str,
+                         retry: Callable[[VtexUnavailable], object] | None = None, **fields: Any) -> None:
+        """What a VtexUnavailable means, whichever step met it. No slot in the account's request budget: the order
+        waits without using an attempt (the budget is shared, not this order's fault). A 429: the whole account
+        pauses for Retry-After, then a counted retry. Anything else: a counted retry with backoff. `retry` counts
+        the attempt elsewhere (on the ERP's request, for the return path) instead of on the order."""
+        if exc.code == REFUSED_CODE:
+            self.wait(step=step, message=str(exc), kind="vtex_rate_limited",
+                      until=timezone.now() + timedelta(seconds=exc.retry_after or LIMITER_RETRY_SECONDS), **fields)
+            return
+        if exc.rate_limited:
+            store_pause(store_id=self.sync.store_id, retry_after=exc.retry_after)
+        if retry is not None:
+            retry(exc)
+            return
+        self.retry(step=step, message=str(exc), call=exc.call, retry_after=exc.retry_after,
+                   rate_limited=exc.rate_limited, kind="vtex_rate_limited" if exc.rate_limited else "vtex_unavailable")
 
     @staticmethod
     def _step_of(call: Call | None) -> str:

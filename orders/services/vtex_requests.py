@@ -20,9 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from feeds.rate_limit import REFUSED_CODE
 from feeds.vtex.client import Receipt, VtexError, VtexUnavailable
-from feeds.vtex_account import store_pause
 from orders.models import ErpRequest, OrderSync, SyncAttempt
 from orders.services.backoff import retry_delay
 
@@ -97,7 +95,8 @@ def _send(run: OrderRun, request: ErpRequest) -> bool:
         else:
             receipt = vtex.order_cancel(order_id, request.reason)
     except VtexUnavailable as exc:
-        _not_now(run, request, exc)
+        run.vtex_unavailable(exc, step=STEP_OF[request.kind], vtex_pending=True,
+                             retry=lambda exc: _request_retry(run, request, exc))
         return False
     except VtexError as exc:  # VTEX's final word: the ERP is told through the request's state
         _close(run, request, request_state=ErpRequest.State.REFUSED, outcome=SyncAttempt.Outcome.FAILED, call=exc.call,
@@ -143,15 +142,9 @@ def _close(run: OrderRun, request: ErpRequest, *, request_state: str, outcome: s
         run.save(step=STEP_OF[request.kind], outcome=outcome, message=message, call=call, **fields)
 
 
-def _not_now(run: OrderRun, request: ErpRequest, exc: VtexUnavailable) -> None:
-    """VTEX unavailable, rate-limited, or no slot in the account's budget: try again later."""
+def _request_retry(run: OrderRun, request: ErpRequest, exc: VtexUnavailable) -> None:
+    """A counted retry of the request (not of the order): gave up after HUB_MAX_ATTEMPTS, else backoff."""
     step, now = STEP_OF[request.kind], timezone.now()
-    if exc.code == REFUSED_CODE:  # the account's budget, not this request: no attempt used
-        run.wait(step=step, message=str(exc), kind="vtex_rate_limited",
-                 until=now + timedelta(seconds=exc.retry_after or 1.0), vtex_pending=True)
-        return
-    if exc.rate_limited:
-        store_pause(store_id=run.sync.store_id, retry_after=exc.retry_after)
     attempts = request.attempts + 1
     if attempts >= settings.HUB_MAX_ATTEMPTS:
         ErpRequest.objects.filter(pk=request.pk).update(attempts=attempts)
