@@ -20,9 +20,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from feeds.rate_limit import REFUSED_CODE
-from feeds.vtex.client import Receipt, VtexError, VtexUnavailable
-from feeds.vtex_account import store_pause
+from core.rate_limit import REFUSED_CODE
+from core.vtex.client import Receipt, VtexError, VtexUnavailable
+from core.vtex_account import store_pause
 from orders.models import ErpRequest, OrderSync, SyncAttempt
 from orders.services.backoff import retry_delay
 
