@@ -6,9 +6,8 @@ class FeedsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from integrationhub.crypto import keys_check
+        from core.stores import store_connect_register
+        from feeds.feed_config import feed_config_default
 
-        # Every process (web, qcluster, commands) stops here with one clear line, not mid-dispatch.
-        keys_check()
-        # Connects the cluster's guard (only the hub's own task functions run) in every process.
-        from feeds import job_control  # noqa: F401
+        # A store is connected with its default feed configuration, in the same transaction (core imports no feeds).
+        store_connect_register(feed_config_default)

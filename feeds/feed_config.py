@@ -13,10 +13,11 @@ from typing import Any
 
 from django.utils import timezone
 
+from core.models import Store
+from core.vtex.client import VtexError, VtexUnavailable
+from core.vtex_account import vtex_client
 from feeds.expressions import ExpressionResult, expression_check, expression_evaluate
-from feeds.models import FeedConfig, Store
-from feeds.vtex_account import vtex_client
-from feeds.vtex.client import VtexError, VtexUnavailable
+from feeds.models import FeedConfig
 
 log = logging.getLogger("hub.feeds")
 
@@ -62,6 +63,17 @@ VISIBILITY_MIN, VISIBILITY_MAX = 1, 43_200
 RETENTION_MIN, RETENTION_MAX = 345_600, 1_209_600  # 4 and 14 days, per the current feed guide
 
 ANSWER_CHARS = 300
+# The filter a newly connected store starts with. invoiced: closes the return path.
+DEFAULT_FEED_STATUSES = ["ready-for-handling", "handling", "invoiced", "cancel", "canceled"]
+
+
+def feed_config_default(store: Store) -> FeedConfig:
+    """The store's feed configuration, made with the default filter if it has none (not pushed to VTEX).
+
+    Registered with core.stores.store_connect (FeedsConfig.ready()), so a store is connected with one.
+    """
+    config, _ = FeedConfig.objects.get_or_create(store=store, defaults={"statuses": DEFAULT_FEED_STATUSES})
+    return config
 
 
 def jsonata_check(expression: str) -> str | None:

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from feeds.models import FeedConfig, FeedEvent, Store
+from core.models import Store
+from feeds.models import FeedConfig, FeedEvent
 
 DEFAULT_VISIBILITY_SECONDS: int = FeedConfig._meta.get_field("visibility_timeout_seconds").default
 

@@ -26,12 +26,13 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from core.models import Store
+from core.vtex.client import VtexClient, VtexError, VtexUnavailable
+from core.vtex_account import store_pause, vtex_client
 from feeds.feed_config import PushResult, feed_config_body, feed_config_normalise
 from feeds.hook_inbox import HOOK_TOKEN_HEADER
-from feeds.models import FeedConfig, Store
+from feeds.models import FeedConfig
 from feeds.services import vtex_log_add
-from feeds.vtex.client import VtexClient, VtexError, VtexUnavailable
-from feeds.vtex_account import store_pause, vtex_client
 
 log = logging.getLogger("hub.feeds")
 

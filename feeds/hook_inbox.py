@@ -20,9 +20,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from feeds.models import FeedEvent, HookRejection, Store
+from core.models import Store
+from core.vtex.client import FeedItem, parse_vtex_time
+from feeds.models import FeedEvent, HookRejection
 from feeds.services import events_store_batch
-from feeds.vtex.client import FeedItem, parse_vtex_time
 from integrationhub.json_body import BodyNotJson, BodyTooLarge, json_body_read
 
 log = logging.getLogger("hub.feeds")

@@ -16,13 +16,13 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from feeds.feed_config import PushResult, feed_config_push
+from core.models import Store
+from core.vtex.client import VtexError, VtexUnavailable
+from core.vtex_account import store_pause, vtex_client
+from feeds.feed_config import PushResult, feed_config_default, feed_config_push
 from feeds.hook_config import hook_config_push, hook_presence_check
-from feeds.models import FeedConfig, Store
+from feeds.models import FeedConfig
 from feeds.services import feed_backoff_clear, feed_was_configured, vtex_log_add
-from feeds.vtex_account import store_pause, vtex_client
-from feeds.stores import DEFAULT_FEED_STATUSES
-from feeds.vtex.client import VtexError, VtexUnavailable
 
 log = logging.getLogger("hub.feeds")
 
@@ -42,7 +42,7 @@ def queue_status_refresh(*, store: Store) -> FeedConfig:
     `vtex_checked_at` is the time of the last successful check, so the figures shown are never newer
     than it. A store paused after a 429 is not called (the pause covers the whole account).
     """
-    config, _ = FeedConfig.objects.get_or_create(store=store, defaults={"statuses": DEFAULT_FEED_STATUSES})
+    config = feed_config_default(store)
     paused_until = Store.objects.filter(pk=store.pk).values_list("vtex_paused_until", flat=True).first()
     if paused_until and paused_until > timezone.now():
         return config

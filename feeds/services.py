@@ -13,18 +13,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from core.leases import lease_acquire, lease_release, store_pull_lease
+from core.models import Store
+from core.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
+from core.vtex_account import store_pause, vtex_client
 from feeds.handles import DEFAULT_VISIBILITY_SECONDS, commit_margin, events_live, visibility_of
-from feeds.leases import lease_acquire, lease_release, store_pull_lease
+from feeds.models import FeedConfig, FeedEvent
 from integrationhub.db_recovery import database_lost
-from feeds.models import FeedConfig, FeedEvent, Store
-from feeds.vtex.client import FeedItem, VtexClient, VtexError, VtexUnavailable
-from feeds.vtex_account import store_pause, vtex_client
-from orders.services.events import ACTIONABLE_STATES, order_note_event
 
 log = logging.getLogger("hub.feeds")
 MAXLOT = 10
@@ -169,14 +170,42 @@ def _originals(store: Store, items: list[FeedItem]) -> dict[tuple, FeedEvent]:
     return found
 
 
-def _outcome_of(store: Store, item: FeedItem) -> tuple[str, str]:
+@dataclass(frozen=True)
+class EventWork:
+    """How an event's order work is recorded: `note(store=, order_id=, state=, happened_at=)` returns the
+    event's outcome, and only states in `actionable` are passed to it (the others are ignored)."""
+
+    note: Callable[..., str]
+    actionable: frozenset[str]
+
+
+# Registered by orders (OrdersConfig.ready()): feeds never imports orders, yet every event it stores must carry
+# the order work it asks for, in the same transaction.
+_event_work: EventWork | None = None
+
+
+def event_work_register(note: Callable[..., str], actionable: frozenset[str]) -> None:
+    """Set what records an event's order work; events_store_batch calls it for each new actionable event."""
+    global _event_work
+    _event_work = EventWork(note=note, actionable=frozenset(actionable))
+
+
+def _registered_event_work() -> EventWork:
+    if _event_work is None:
+        # Storing the event without its order work, then committing it to VTEX, would lose the order for good.
+        raise ImproperlyConfigured("no order work is registered for feed events (orders.apps.OrdersConfig.ready "
+                                   "registers it): is `orders` in INSTALLED_APPS?")
+    return _event_work
+
+
+def _outcome_of(store: Store, item: FeedItem, work: EventWork) -> tuple[str, str]:
     """What the event asks for, noted on the order. A failure is kept on the event, not raised."""
-    if item.state not in ACTIONABLE_STATES:
+    if item.state not in work.actionable:
         return FeedEvent.Outcome.IGNORED, ""
     try:
         with transaction.atomic():  # savepoint: a bug here must not lose the rest of the batch
-            return order_note_event(store=store, order_id=item.order_id, state=item.state,
-                                    happened_at=item.current_change), ""
+            return work.note(store=store, order_id=item.order_id, state=item.state,
+                             happened_at=item.current_change), ""
     except Exception as exc:
         log.exception("event %s for order %s could not be processed", item.event_id, item.order_id)
         return FeedEvent.Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
@@ -188,6 +217,7 @@ def events_store_batch(*, store: Store, items: list[FeedItem], source: str = Fee
     Repeats are stored too, pointing at their first sighting, and do nothing. The store row is locked
     for the transaction, so two readers of one feed (or feed and hook) cannot both take an event as new.
     """
+    work = _registered_event_work()  # before anything is written
     with transaction.atomic():
         Store.objects.select_for_update().filter(pk=store.pk).values_list("pk", flat=True).first()
         seen = _originals(store, [item for item in items if not item.problem])
@@ -208,7 +238,7 @@ def events_store_batch(*, store: Store, items: list[FeedItem], source: str = Fee
                 event.outcome = FeedEvent.Outcome.DUPLICATE
                 repeats.append((event, known))
                 continue
-            event.outcome, event.error = _outcome_of(store, item)
+            event.outcome, event.error = _outcome_of(store, item, work)
             for key in keys:
                 seen[key] = event
         # First sightings first, so that repeats within this very batch can point at them.

@@ -6,10 +6,10 @@ import time
 
 from django.conf import settings
 
-from feeds.job_control import schedule_paused
-from feeds.jobs import job_continue, job_slot_take, job_slots, job_slots_free
-from feeds.leases import lease_release
-from feeds.models import Store
+from core.job_control import schedule_paused
+from core.jobs import job_continue, job_slot_take, job_slots, job_slots_free
+from core.leases import lease_release
+from core.models import Store
 from feeds.services import feeds_pull
 
 
@@ -17,7 +17,7 @@ def pull_feeds(continuous: bool = False) -> str:
     """Read the enabled stores' feeds for HUB_JOB_BUDGET_SECONDS, then (continuous) queue the next run at once.
 
     The minute schedule starts it; each run queues the next, so the feeds are read without gaps. Up to
-    HUB_PULL_RUNS runs at once (feeds/jobs.py); each feed is read by one of them, and a run without a feed
+    HUB_PULL_RUNS runs at once (core/jobs.py); each feed is read by one of them, and a run without a feed
     takes one over when its reader dies.
     """
     slot = job_slot_take("pull_feeds")

@@ -32,7 +32,7 @@ _required("DJANGO_SECRET_KEY", *([] if DEBUG else ["DJANGO_ALLOWED_HOSTS"]), "HU
 
 
 def _fernet_keys_check() -> None:
-    """A malformed key is one line here too: found later, in feeds' ready(), it was a 40-line traceback."""
+    """A malformed key is one line here too: found later, in core's ready(), it was a 40-line traceback."""
     from cryptography.fernet import Fernet
 
     keys = [key.strip() for key in env.list("HUB_ENCRYPTION_KEYS", default=[]) if key.strip()]
@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "core",  # beneath feeds and orders: imports go integrationhub <- core <- feeds <- orders
     "feeds",
     "orders",
 ]
@@ -186,7 +187,7 @@ HUB_PULL_CONCURRENCY = env.int("HUB_PULL_CONCURRENCY", default=3)  # feed reader
 HUB_DISPATCH_POLL_SECONDS = env.float("HUB_DISPATCH_POLL_SECONDS", default=0.5)  # idle dispatcher looks this often
 HUB_HTTP_TIMEOUT_SECONDS = env.float("HUB_HTTP_TIMEOUT_SECONDS", default=20.0)
 HUB_RATE_LIMIT_DEFAULT_SECONDS = env.float("HUB_RATE_LIMIT_DEFAULT_SECONDS", default=60.0)  # 429 without Retry-After
-# Get order and List orders per VTEX account, across every process and machine (feeds/rate_limit.py); a call
+# Get order and List orders per VTEX account, across every process and machine (core/rate_limit.py); a call
 # that finds no slot within the wait is retried later without using up the order's attempts.
 HUB_VTEX_REQUESTS_PER_MINUTE = env.int("HUB_VTEX_REQUESTS_PER_MINUTE", default=6000)
 HUB_VTEX_RATE_LIMIT_MAX_WAIT_SECONDS = env.float("HUB_VTEX_RATE_LIMIT_MAX_WAIT_SECONDS", default=10.0)
@@ -199,7 +200,7 @@ HUB_DOWN_AFTER_SECONDS = env.float("HUB_DOWN_AFTER_SECONDS", default=900.0)
 # dies (SIGKILL, a lost machine) leaves its work to others within this time.
 HUB_CLAIM_SECONDS = env.float("HUB_CLAIM_SECONDS", default=30.0)
 HUB_HEARTBEAT_SECONDS = env.float("HUB_HEARTBEAT_SECONDS", default=10.0)  # at most a third of HUB_CLAIM_SECONDS
-# Runs of the continuous jobs at once, across every cluster and machine (feeds/jobs.py): each needs a job worker.
+# Runs of the continuous jobs at once, across every cluster and machine (core/jobs.py): each needs a job worker.
 HUB_PULL_RUNS = env.int("HUB_PULL_RUNS", default=2)  # one reads each feed; another stands by to take it over
 HUB_DISPATCH_RUNS = env.int("HUB_DISPATCH_RUNS", default=2)
 # The ERP circuit breaker: after this many failures in a row, no order goes to that ERP for this long.

@@ -16,14 +16,14 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.retention import retention_text
 from feeds.models import FeedEvent
 from integrationhub.admin_base import ReadOnlyAdmin
 from integrationhub.personal_data import PersonalDataAdminMixin, can_see_personal_data, for_user, shown
 from orders.dashboard import REFRESH_SECONDS, age_text, order_queued_work, when
 from orders.models import ErpRequest, OrderSync, SyncAttempt
-from orders.services.prune import retention_text
-from orders.services.vtex_requests import return_path_summary
 from orders.services.staff import ACTIONS, CONFIRMED_ACTIONS, ActionRefused, action_check, order_act
+from orders.services.vtex_requests import return_path_summary
 
 ERROR_CHARS = 80  # of the last error in the order list; the rest is in the cell's tooltip
 STATE_COLORS = {
@@ -329,4 +329,6 @@ class SyncAttemptAdmin(PersonalDataAdminMixin, ReadOnlyAdmin):
         return format_html("<pre>{}</pre>", shown(obj, _pretty(obj.response_excerpt))) if obj.response_excerpt else "—"
 
 
-from orders import admin_alerts  # noqa: E402,F401  (registers the alert channels and the alert history)
+# Importing these registers the alert channels and history, the stores and the feed configurations (the last
+# two here, not in core or feeds: their pages show orders' figures).
+from orders import admin_alerts, admin_feed_config, admin_stores  # noqa: E402,F401

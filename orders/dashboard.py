@@ -16,8 +16,9 @@ from django.db.models.functions import Coalesce, TruncHour
 from django.urls import reverse
 from django.utils import timezone
 
+from core.models import Store
 from feeds.handles import events_owed, visibility_of
-from feeds.models import FeedConfig, FeedEvent, HookRejection, Store
+from feeds.models import FeedConfig, FeedEvent, HookRejection
 from feeds.queue_status import queue_check_error
 from feeds.services import feed_known_to_vtex
 from orders.models import ErpRequest, OrderSync, SyncAttempt

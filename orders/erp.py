@@ -16,9 +16,9 @@ import requests
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from feeds.call_counts import call_record
-from feeds.models import ErpConnection
-from feeds.vtex.client import EXCERPT_CHARS, parse_retry_after
+from core.call_counts import call_record
+from core.models import ErpConnection
+from core.vtex.client import EXCERPT_CHARS, parse_retry_after
 from integrationhub.http import new_session
 
 Outcome = Literal["accepted", "retry", "rejected"]

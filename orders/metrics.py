@@ -2,7 +2,7 @@
 
 A collector that queries on each scrape, rather than counters kept in memory: the hub runs as several
 processes (gunicorn workers, the job cluster, `sync`), and the database is the one place that sees them all.
-VTEX and ERP calls are true counters: every process counts each call it makes (feeds.call_counts) and adds
+VTEX and ERP calls are true counters: every process counts each call it makes (core.call_counts) and adds
 its counts to CallCount every HUB_METRICS_FLUSH_SECONDS, so use them with rate()/increase(); the scrape
 first flushes its own process. Labels are store names, states, operations, statuses and reasons: no order
 ids, no customer data.
@@ -30,8 +30,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from feeds.call_counts import BUCKETS_MS, KEY_COLUMNS, SUM_COLUMNS, call_counts_flush
-from feeds.models import CallCount, HookRejection, Store
+from core.call_counts import BUCKETS_MS, KEY_COLUMNS, SUM_COLUMNS, call_counts_flush
+from core.models import CallCount, Store
+from feeds.models import HookRejection
 from orders.dashboard import VERDICT_LABELS, StoreHealth, store_healths
 from orders.models import Alert
 

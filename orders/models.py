@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from django.db import models
 from django.db.models import Q
 
-from feeds.models import Store
+from core.models import Store
 from integrationhub.crypto import EncryptedTextField
 
 
@@ -47,7 +47,7 @@ class OrderSync(models.Model):
     first_event_at = models.DateTimeField(null=True, blank=True, help_text="When VTEX says the first event happened")
     claim_token = models.CharField(max_length=40, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
-    # Which process holds the claim ("host:pid:pid-namespace", as feeds.leases writes lease holders), so a
+    # Which process holds the claim ("host:pid:pid-namespace", as core.leases writes lease holders), so a
     # claim of a process that died on this host is freed at once instead of after HUB_CLAIM_SECONDS.
     claimed_by = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

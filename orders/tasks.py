@@ -6,9 +6,9 @@ import time
 
 from django.conf import settings
 
-from feeds.job_control import schedule_paused
-from feeds.jobs import job_continue, job_slot_take, job_slots, job_slots_free
-from feeds.leases import lease_release, lease_take
+from core.job_control import schedule_paused
+from core.jobs import job_continue, job_slot_take, job_slots, job_slots_free
+from core.leases import lease_release, lease_take
 from orders.alerts import alerts_evaluate
 from orders.services.dispatch import orders_dispatch
 from orders.services.process import order_process
@@ -82,7 +82,8 @@ def prune_history() -> str:
     # Imported here so that this task stays one self-contained block at the end of the module.
     from django_q.tasks import async_task
 
-    from orders.services.prune import TASK_FUNC, history_prune
+    from core.retention import PRUNE_TASK_FUNC
+    from orders.services.prune import history_prune
 
     if not lease_take(name=PRUNE_LEASE):
         return "another prune run is active"
@@ -91,5 +92,5 @@ def prune_history() -> str:
     finally:
         lease_release(names=[PRUNE_LEASE])
     if not report.finished and not schedule_paused("prune_history"):  # staff paused it: the rest waits
-        async_task(TASK_FUNC, task_name="prune_history")
+        async_task(PRUNE_TASK_FUNC, task_name="prune_history")
     return report.summary()

@@ -7,7 +7,7 @@
 
 Each worker count is one run in a fresh throwaway database (`<DATABASE_URL's name>_bench`, dropped after)
 and a fresh sandbox holding `--orders` ready-for-handling orders, in a fresh benchmark process:
-- `--mode sync`: feeds.cycle.sync_with_workers(workers=n), as `manage.py sync --workers n`;
+- `--mode sync`: orders.cycle.sync_with_workers(workers=n), as `manage.py sync --workers n`;
 - `--mode qcluster`: n job clusters (`manage.py qcluster`, each HUB_Q_WORKERS=4), HUB_DISPATCH_RUNS=n: the
   "add a process (or a machine)" way to scale; the pull runs stay at their default.
 Before them, `--baseline N` orders go through a plain sequential consumer written from VTEX's guide
@@ -319,8 +319,8 @@ class Monitor(threading.Thread):
         from django.db.models import Max, Q
         from django.utils import timezone
 
-        from feeds.leases import LeaseHolder
-        from feeds.models import JobLease
+        from core.leases import LeaseHolder
+        from core.models import JobLease
         from orders.models import OrderSync
 
         if self._killed is None:
@@ -359,7 +359,7 @@ class Monitor(threading.Thread):
             return
         killed, now = self._killed, time.monotonic()
         if self.kill_report["reaped_seconds"] is None and _stat(killed["pid"]) is None:
-            # Until its parent reaps it, a dead worker is a zombie, which feeds.leases.holder_is_gone counts as alive.
+            # Until its parent reaps it, a dead worker is a zombie, which core.leases.holder_is_gone counts as alive.
             self.kill_report["reaped_seconds"] = now - killed["at"]
         if self.kill_report["claims_freed_seconds"] is None and not OrderSync.objects.filter(
                 claimed_by__in=killed["holders"]).exists():
@@ -385,7 +385,7 @@ class Monitor(threading.Thread):
 def run_sync(*, workers: int, timeout: float, monitor: Monitor) -> dict[str, Any]:
     import multiprocessing
 
-    from feeds.cycle import sync_with_workers
+    from orders.cycle import sync_with_workers
 
     own_before = resource.getrusage(resource.RUSAGE_SELF)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -417,13 +417,13 @@ def run_qcluster(*, workers: int, orders: int, timeout: float, monitor: Monitor,
     from django.core.management import call_command
     from django.db.models import Max, Min
 
-    from feeds.jobs import job_continue
+    from core.jobs import job_continue
     from feeds.models import FeedEvent
     from orders.models import OrderSync
 
     call_command("setup_schedules", stdout=open(os.devnull, "w"))
     # Start the pull and dispatch chains now rather than at the scheduler's next look (every 30 s); each
-    # run queues more until every slot is busy (feeds/jobs.py).
+    # run queues more until every slot is busy (core/jobs.py).
     job_continue("feeds.tasks.pull_feeds")
     job_continue("orders.tasks.dispatch_orders")
     started = time.monotonic()
@@ -487,8 +487,8 @@ def one_run(args: argparse.Namespace) -> int:
     sandbox, url = sandbox_start(orders=args.orders, latency_ms=args.latency_ms, log=scratch / "sandbox.log")
     clusters: list[subprocess.Popen] = []
     try:
+        from core.stores import store_connect
         from feeds.models import FeedEvent
-        from feeds.stores import store_connect
         from orders.models import OrderSync
 
         store_connect(name="bench", account="sandbox", app_key=APP_KEY, app_token=APP_TOKEN, base_url=url,
@@ -580,7 +580,7 @@ def one_run(args: argparse.Namespace) -> int:
                 print(f"--- {log.name} (last lines)\n{log.read_text()[-3000:]}")
         return 0 if ok else 1
     finally:
-        from feeds.call_counts import call_counts_discard
+        from core.call_counts import call_counts_discard
 
         clusters_stop(clusters)
         sandbox_stop(sandbox)

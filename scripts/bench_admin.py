@@ -60,7 +60,7 @@ def main() -> int:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from feeds.stores import store_connect
+    from core.stores import store_connect
     from orders.models import OrderSync, SyncAttempt
 
     try:
@@ -196,9 +196,9 @@ def events_bench(*, client, store, orders: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
+    from core.vtex.client import FeedItem
     from feeds.models import FeedEvent
     from feeds.services import events_store_batch
-    from feeds.vtex.client import FeedItem
     from orders.services.dispatch import orders_due
     from orders.services.prune import history_prune
 

@@ -406,8 +406,8 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connections
 
-    from feeds.models import Store
-    from feeds.stores import store_connect
+    from core.models import Store
+    from core.stores import store_connect
 
     logs = Path(tempfile.mkdtemp(prefix="hub-bench-hook-"))
     log_path = logs / "gunicorn.log"

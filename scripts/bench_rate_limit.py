@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of the VTEX rate limiter (feeds/rate_limit.py): does a limit hold across processes, and what does it cost?
+"""Benchmark of the VTEX rate limiter (core/rate_limit.py): does a limit hold across processes, and what does it cost?
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/integrationhub .venv/bin/python scripts/bench_rate_limit.py
     .venv/bin/python scripts/bench_rate_limit.py --processes 4 --threads 8 --limit 600 --seconds 90
@@ -62,9 +62,9 @@ def worker(args: argparse.Namespace) -> int:
     from django.conf import settings
     from django.db import connection, connections
 
-    from feeds.models import Store
-    from feeds.vtex.client import VtexUnavailable
-    from feeds.vtex_account import vtex_client
+    from core.models import Store
+    from core.vtex.client import VtexUnavailable
+    from core.vtex_account import vtex_client
 
     # Not in settings.py's environment list: set here, as a deployment would set the setting.
     settings.HUB_VTEX_REQUESTS_PER_MINUTE = args.limit
@@ -131,7 +131,7 @@ def start_workers(args: argparse.Namespace, stores: list[str], start_at: float) 
 
 
 def report(args: argparse.Namespace, times: list[float], results: list[dict], start_at: float) -> bool:
-    from feeds.rate_limit import Budget
+    from core.rate_limit import Budget
 
     budget = Budget(per_minute=args.limit)
     calls = sum(r["ok"] + r["refused"] for r in results)
@@ -177,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
     from django.core.management import call_command
     from django.db import connections
 
-    from feeds.stores import store_connect
+    from core.stores import store_connect
     from sandbox.server import Sandbox
 
     call_command("migrate", verbosity=0)

@@ -11,9 +11,9 @@ TOKEN = "sandbox-token-Zq81-never-shown"
 
 @pytest.fixture(autouse=True)
 def _call_counts_stay_in_the_test(request):
-    """Calls counted in one test (feeds/call_counts.py buffers them per process) are not written in the next
+    """Calls counted in one test (core/call_counts.py buffers them per process) are not written in the next
     test's database, nor, at exit, in the developer's own database: each test starts with an empty buffer."""
-    from feeds import call_counts
+    from core import call_counts
 
     call_counts.call_counts_discard()
     yield
@@ -29,7 +29,7 @@ def sandbox():
 
 @pytest.fixture
 def store(sandbox, transactional_db):
-    from feeds.stores import store_connect
+    from core.stores import store_connect
 
     return store_connect(
         name="acme", account=sandbox.account if hasattr(sandbox, "account") else "sandbox",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from feeds.cycle import SyncResult, sync_until_idle
+from orders.cycle import SyncResult, sync_until_idle
 from orders.models import OrderSync
 
 

@@ -11,11 +11,11 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.retention import retention_text
 from feeds.feed_config import OMS_STATUSES
 from feeds.models import FeedEvent
 from integrationhub.admin_base import ReadOnlyAdmin
 from integrationhub.personal_data import PersonalDataAdminMixin, shown
-from orders.services.prune import retention_text
 
 
 # A million events is a normal history: every filter and search here is served by an index. Django's own

@@ -4,14 +4,14 @@ django-q2 registers its own ModelAdmins: *Resubmit* checks no permission and re-
 function, and the schedule form accepts any dotted path (`os.system`). We replace them:
 
 - Successful / Failed / Queued tasks are read-only records. Deleting them and *Resubmit* need
-  `feeds.manage_jobs` ("Can re-run or delete job records", made by orders/migrations/0005_manage_jobs_permission.py
-  on the Store content type, next to `feeds.run_jobs`; Administrator has it).
+  `core.manage_jobs` ("Can re-run or delete job records", made by orders/migrations/0005_manage_jobs_permission.py
+  on the Store content type, core's since core/migrations/0001, next to `core.run_jobs`; Administrator has it).
 - Only the hub's own task functions can be resubmitted, attributed to the user who clicked (a `by`
   argument is replaced). Tasks that act on one order (they take a `sync_id`) are refused: the
   order's Retry/Resend actions check the order's state first and put the request on its timeline.
 - Schedules are made by `manage.py setup_schedules` only: no one adds, edits or deletes them here.
-  Staff with `feeds.run_jobs` may pause and resume them.
-- The cluster itself refuses every other function (feeds/job_control.py, on django-q2's `pre_enqueue`).
+  Staff with `core.run_jobs` may pause and resume them.
+- The cluster itself refuses every other function (core/job_control.py, on django-q2's `pre_enqueue`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from django.http import HttpRequest
 from django_q.admin import FailAdmin, QueueAdmin, ScheduleAdmin, TaskAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success
 
-from feeds.job_control import (
+from core.job_control import (
     MANAGE_JOBS, PAUSED_UNTIL, RUN_JOBS, ResubmitRefused, hub_task, schedule_set_paused, task_resubmit,
 )
 
 
 class JobRecordAdmin(admin.ModelAdmin):
-    """Task records are what happened: read-only; deleting or re-running them needs feeds.manage_jobs."""
+    """Task records are what happened: read-only; deleting or re-running them needs core.manage_jobs."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

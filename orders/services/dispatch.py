@@ -16,7 +16,7 @@ from django.db import DatabaseError, close_old_connections, connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from feeds.models import Store
+from core.models import Store
 from integrationhub.db_recovery import database_lost
 from orders.models import OrderSync
 from orders.services.erp_breaker import waiting_on_open_breaker

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from feeds.models import ErpConnection
+from core.models import ErpConnection
 from orders.models import OrderSync
 
 PROBE_MARGIN_SECONDS = 5.0  # the probe's hold: one ERP call at its timeout, plus this

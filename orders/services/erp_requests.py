@@ -16,11 +16,9 @@ Repeating one with the same content answers the same record again; with other co
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import re
-import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,14 +27,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from feeds.models import Store
+from core.erp_api_key import erp_api_key_check
+from core.models import Store
 from orders.models import ErpRequest, OrderSync
 
 log = logging.getLogger("hub.orders")
 
 Kind = ErpRequest.Kind
-KEY_PREFIX = "hubk_"
-KEY_HINT_CHARS = 8
 INVOICE_TYPES = ("Output", "Input")
 MAX_INVOICE_NUMBER = 100  # ErpRequest.invoice_number
 MAX_REASON = 500
@@ -86,29 +83,7 @@ class RecordResult:
     created: bool  # False: the same request was recorded before, and this is it
 
 
-# --- the store's key -------------------------------------------------------------------------------
-
-def _key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def erp_api_key_rotate(store: Store) -> str:
-    """A new ERP API key for the store, returned once; only its SHA-256 and first characters are kept.
-
-    The old key stops working at once: it is the same column.
-    """
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    store.erp_api_key_hash, store.erp_api_key_hint = _key_hash(key), key[:KEY_HINT_CHARS]
-    store.save(update_fields=["erp_api_key_hash", "erp_api_key_hint", "updated_at"])
-    log.info("ERP API key of store %s rotated", store.name)  # never the key, nor any part of it
-    return key
-
-
-def erp_api_key_check(store: Store, presented: str | None) -> bool:
-    if not store.erp_api_key_hash or not presented:
-        return False
-    return hmac.compare_digest(_key_hash(presented), store.erp_api_key_hash)
-
+# --- the store's key (made and checked by core.erp_api_key) ----------------------------------------
 
 def erp_api_authenticate(*, store_name: str, authorization: str | None) -> Store:
     """The store named in the URL, once the caller showed its key (`Authorization: Bearer <key>`).

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from feeds.models import FeedEvent, Store
+from core.models import Store
+from feeds.models import FeedEvent
 from orders.models import ErpRequest, OrderSync, SyncAttempt
 
 READY = "ready-for-handling"

@@ -29,12 +29,12 @@ from django.db.models import Case, CharField, DateTimeField, Q, QuerySet, Value,
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
-from feeds.heartbeat import Holds, heartbeat_chore, hold_seconds
-from feeds.leases import holder_is_gone, lease_holder_id
-from feeds.models import ErpConnection, Store
-from feeds.rate_limit import REFUSED_CODE
-from feeds.vtex_account import store_pause, vtex_client
-from feeds.vtex.client import Call, OrderDocument, VtexClient, VtexError, VtexUnavailable
+from core.heartbeat import Holds, heartbeat_chore, hold_seconds
+from core.leases import holder_is_gone, lease_holder_id
+from core.models import ErpConnection, Store
+from core.rate_limit import REFUSED_CODE
+from core.vtex.client import Call, OrderDocument, VtexClient, VtexError, VtexUnavailable
+from core.vtex_account import store_pause, vtex_client
 from integrationhub.personal_data import mask_text
 from orders import erp
 from orders.models import OrderSync, SyncAttempt
@@ -171,7 +171,7 @@ def claims_forget(tokens: list[str]) -> None:
 def claims_release_dead_local() -> int:
     """Free the claims of processes of this host that no longer exist (a SIGKILL, a crash, a hard stop).
 
-    The same rule as the job leases (feeds.leases.holder_is_gone): only when certain the holder is gone.
+    The same rule as the job leases (core.leases.holder_is_gone): only when certain the holder is gone.
     A claim of another host or of a live process waits for its expiry, as before.
     """
     released = 0

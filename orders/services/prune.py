@@ -13,26 +13,21 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
-from django_q.models import Failure, Success
+from django_q.models import Failure
 
-from feeds.models import FeedConfig, FeedEvent, Store
+from core.models import Store
+from core.retention import retention_days
+from feeds.models import FeedConfig, FeedEvent
 from orders.models import Alert, OrderSync, SyncAttempt
 
-DEFAULT_RETENTION_DAYS = 90
 BATCH_SIZE = 5_000
-TASK_FUNC = "orders.tasks.prune_history"
 FINISHED_STATES = (OrderSync.State.HANDLING_STARTED, OrderSync.State.CANCELED, OrderSync.State.RESOLVED)
 # Without a FeedConfig row the hub's defaults apply (4 days' retention, 250 s visibility).
 DEFAULT_REDELIVERY = timedelta(seconds=FeedConfig._meta.get_field("retention_seconds").default
                                + FeedConfig._meta.get_field("visibility_timeout_seconds").default)
-
-
-def retention_days() -> int:
-    return max(1, int(getattr(settings, "HUB_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)))
 
 
 @dataclass
@@ -163,13 +158,3 @@ def _delete(rows: QuerySet) -> int:
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {quote(meta.db_table)} WHERE {quote(meta.pk.column)} IN ({sql})", params)
         return cursor.rowcount
-
-
-def retention_text() -> str:
-    """The line the admin lists show: the retention and what the last scheduled run removed."""
-    text = f"History older than {retention_days()} days is pruned daily"
-    last = (Success.objects.filter(func=TASK_FUNC).order_by("-stopped").values_list("stopped", "result").first())
-    if last is None:  # none yet, or dropped by Q_CLUSTER's save_limit (see docs/reliability.md, Retention)
-        return f"{text} (no run among the job records)."
-    stopped = timezone.localtime(last[0])
-    return f"{text} (last run {stopped:%Y-%m-%d %H:%M} {stopped.tzname()}: {last[1]})."

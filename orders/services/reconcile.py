@@ -18,9 +18,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from feeds.models import Store
-from feeds.vtex_account import store_pause, vtex_client
-from feeds.vtex.client import ListedOrder, VtexError, VtexUnavailable
+from core.models import Store
+from core.vtex.client import ListedOrder, VtexError, VtexUnavailable
+from core.vtex_account import store_pause, vtex_client
 from orders.models import OrderSync, SyncAttempt
 from orders.services.events import READY, order_note_event
 from orders.services.process import WORKING_STATES

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from feeds.vtex.client import Receipt, VtexError, VtexUnavailable
+from core.vtex.client import Receipt, VtexError, VtexUnavailable
 from orders.models import ErpRequest, OrderSync, SyncAttempt
 from orders.services.backoff import retry_delay
 

@@ -48,8 +48,8 @@ def _reapply_urls(side: VtexSide | None) -> tuple[str, str]:
 
 def _run_urls(store_id: int) -> tuple[str, str]:
     try:
-        return (reverse("admin:feeds_store_run", args=[store_id, "pull"]),
-                reverse("admin:feeds_store_run", args=[store_id, "dispatch"]))
+        return (reverse("admin:core_store_run", args=[store_id, "pull"]),
+                reverse("admin:core_store_run", args=[store_id, "dispatch"]))
     except NoReverseMatch:  # the run-now view belongs to feeds/admin.py and may not be deployed yet
         return "", ""
 
@@ -61,7 +61,7 @@ def hub_dashboard(context: template.Context) -> dict[str, Any]:
     if user is None or not user.has_perm("orders.view_ordersync"):
         return {"show": False}
     board = dashboard_build()
-    can_run = user.has_perm("feeds.run_jobs")
+    can_run = user.has_perm("core.run_jobs")
     sides = vtex_side_build(now=board.now)
     can_reapply = user.has_perm("feeds.change_feedconfig")
     rows = [DashboardRow(health, *(_run_urls(health.store_id) if can_run else ("", "")), sides.get(health.store_id),

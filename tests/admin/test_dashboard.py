@@ -19,11 +19,12 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString
 from django_q.models import Schedule
 
-from feeds.models import FeedConfig, FeedEvent, Store
+from core.models import Store
+from core.stores import store_connect
+from feeds.models import FeedConfig, FeedEvent
 from feeds.queue_status import queue_status_refresh
 from feeds.schedules import schedules_setup
 from feeds.services import feeds_pull
-from feeds.stores import store_connect
 from feeds.tasks import refresh_queue_status
 from orders.charts import bar_chart_svg
 from orders.dashboard import dashboard_build, vtex_side_build
@@ -384,9 +385,9 @@ def test_a_viewer_sees_the_dashboard_but_no_run_now_buttons(sandbox, store, view
 
 def test_an_operator_gets_run_now_forms_with_a_csrf_token(sandbox, store, operator_client):
     try:
-        urls = [reverse("admin:feeds_store_run", args=[store.pk, kind]) for kind in ("pull", "dispatch")]
+        urls = [reverse("admin:core_store_run", args=[store.pk, kind]) for kind in ("pull", "dispatch")]
     except NoReverseMatch:
-        pytest.skip("the run-now view (admin:feeds_store_run) is not in feeds/admin.py yet")
+        pytest.skip("the run-now view (admin:core_store_run) is not in feeds/admin.py yet")
     page = _page(operator_client)
     for url in urls:
         form = re.search(rf'<form method="post" action="{re.escape(url)}">(.*?)</form>', page.html, flags=re.S)

@@ -427,7 +427,7 @@ def test_the_service_helpers_on_their_own():
 
 def test_adding_a_feed_config_pushes_it_too(admin_client_hub, sandbox, store):
     FeedConfig.objects.filter(store=store).delete()
-    store_page = admin_client_hub.get(reverse("admin:feeds_store_change", args=[store.pk])).content.decode()
+    store_page = admin_client_hub.get(reverse("admin:core_store_change", args=[store.pk])).content.decode()
     add_url = reverse("admin:feeds_feedconfig_add") + f"?store={store.pk}"
     assert add_url in store_page  # the store page offers to create its missing configuration
 

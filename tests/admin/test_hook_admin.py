@@ -9,9 +9,10 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from core.models import Store
+from core.stores import store_connect
 from feeds.hook_config import hook_config_body
-from feeds.models import FeedConfig, Store
-from feeds.stores import store_connect
+from feeds.models import FeedConfig
 from tests.conftest import TOKEN
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""django-q2's pages under our rules: resubmit and delete need feeds.manage_jobs, schedules are never written
+"""django-q2's pages under our rules: resubmit and delete need core.manage_jobs, schedules are never written
 from the admin, and the cluster runs nothing but the hub's task functions."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from django_q.models import OrmQ, Schedule, Task
 from django_q.scheduler import scheduler
 from django_q.tasks import async_task
 
-from feeds.job_control import PAUSED_UNTIL, foreign_task_refused, hub_task, schedule_set_paused
-from feeds.models import Store
+from core.job_control import PAUSED_UNTIL, foreign_task_refused, hub_task, schedule_set_paused
+from core.models import Store
 from feeds.schedules import schedules_setup
 from tests.admin.conftest import action_ran
 
@@ -62,7 +62,7 @@ def superuser(db) -> User:
 
 
 def test_only_administrators_may_manage_job_records_and_no_group_may_write_schedules(staff_member):
-    rights = {group: (user.has_perm("feeds.manage_jobs"), user.has_perm("feeds.run_jobs"),
+    rights = {group: (user.has_perm("core.manage_jobs"), user.has_perm("core.run_jobs"),
                       user.has_perm("django_q.add_schedule") or user.has_perm("django_q.change_schedule"))
               for group in ["Viewer", "Operator", "Administrator"] for user in [staff_member(group)]}
 
@@ -232,7 +232,7 @@ def test_the_scheduler_queues_a_refusal_instead_of_a_foreign_function():
 
     tasks = {task["group"]: task for task in queued()}
     assert (tasks["ours"]["func"], tasks["ours"]["args"]) == ("feeds.tasks.refresh_queue_status", ())
-    assert (tasks["pwn"]["func"], tasks["pwn"]["args"]) == ("feeds.job_control.foreign_task_refused", ("os.system",))
+    assert (tasks["pwn"]["func"], tasks["pwn"]["args"]) == ("core.job_control.foreign_task_refused", ("os.system",))
     assert "hook" not in tasks["pwn"]
     with pytest.raises(PermissionError, match="refused to run 'os.system'"):
         foreign_task_refused(*tasks["pwn"]["args"])
@@ -243,7 +243,7 @@ def test_tasks_queued_by_code_pass_the_same_guard(db):
     async_task("orders.tasks.dispatch_store", 7, "otto")
 
     assert [(t["func"], t["args"]) for t in queued()] == [
-        ("feeds.job_control.foreign_task_refused", ("os.getcwd",)), ("orders.tasks.dispatch_store", (7, "otto"))]
+        ("core.job_control.foreign_task_refused", ("os.getcwd",)), ("orders.tasks.dispatch_store", (7, "otto"))]
 
 
 def test_only_public_functions_defined_in_the_task_modules_are_hub_tasks():
@@ -252,7 +252,7 @@ def test_only_public_functions_defined_in_the_task_modules_are_hub_tasks():
     assert hub_task("feeds.tasks.pull_feeds") is feeds_tasks.pull_feeds
     assert hub_task(feeds_tasks.pull_feeds) is feeds_tasks.pull_feeds
     refused = ["os.system", "feeds.tasks.lease_take", "feeds.tasks.settings", "feeds.tasks.time.sleep",
-               "feeds.tasksX.pull_feeds", "", "pull_feeds", "feeds.job_control.foreign_task_refused"]
+               "feeds.tasksX.pull_feeds", "", "pull_feeds", "core.job_control.foreign_task_refused"]
     assert [hub_task(path) for path in refused] == [None] * len(refused)
 
 

@@ -14,7 +14,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from feeds.models import FeedConfig, Store
+from core.models import Store
+from feeds.models import FeedConfig
 from feeds.tasks import refresh_queue_status
 from orders.admin import ERROR_CHARS
 from orders.dashboard import JobHealth, queue_text, store_verdict, stores_health
@@ -84,10 +85,10 @@ def test_a_feed_that_fails_after_a_recent_pull_is_failing_on_every_page(sandbox,
     assert re.fullmatch(r"\d+ s ago", page.text("acme/pull-age"))  # under "Last successful pull": no contradiction
     assert "acme/pull" not in page.attrs  # no "ok" tag beside a failing verdict
 
-    store_page = Page(viewer_client.get(reverse("admin:feeds_store_change", args=[store.pk])).content.decode())
+    store_page = Page(viewer_client.get(reverse("admin:core_store_change", args=[store.pk])).content.decode())
     assert (store_page.text("verdict"), store_page.text("verdict-cause")) == ("Failing", "the last feed read failed")
     assert "connection refused (127.0.0.1:9)" in store_page.text("verdict-detail")
-    listing = viewer_client.get(reverse("admin:feeds_store_changelist")).content.decode()
+    listing = viewer_client.get(reverse("admin:core_store_changelist")).content.decode()
     assert re.search(r'class="hub-verdict hub-v-failing" title="the last feed read failed: [^"]*connection refused'
                      r'[^"]*">Failing</span>', listing)
 
@@ -101,7 +102,7 @@ def test_refused_credentials_block_the_store_and_a_429_pauses_it(sandbox, store,
     page = _page(viewer_client)
     assert page.text("acme/verdict") == "Blocked"
     assert page.text("acme/verdict-cause").startswith("VTEX refused the app key or token (401/403)")
-    store_page = Page(viewer_client.get(reverse("admin:feeds_store_change", args=[store.pk])).content.decode())
+    store_page = Page(viewer_client.get(reverse("admin:core_store_change", args=[store.pk])).content.decode())
     assert store_page.text("verdict-cause") == page.text("acme/verdict-cause")
 
     Store.objects.update(feed_status="ok", feed_error="", last_pull_at=timezone.now(), last_dispatch_at=timezone.now(),
@@ -164,26 +165,26 @@ def test_the_queue_text_reads_the_same_for_every_figure():
 # --- labels, dates, buttons -----------------------------------------------------------------------
 
 def test_the_store_form_has_one_app_token_row_that_says_whether_one_is_set(admin_client_hub, viewer_client, store):
-    url = reverse("admin:feeds_store_change", args=[store.pk])
+    url = reverse("admin:core_store_change", args=[store.pk])
     for client in (admin_client_hub, viewer_client):
         html = client.get(url).content.decode()
         assert len(re.findall(r"<label[^>]*>App token:</label>", html)) == 1, html.count("App token")
     editable = admin_client_hub.get(url).content.decode()
     assert "A token is set (write-only: it is never shown)" in editable
-    assert "No token is set yet" in admin_client_hub.get(reverse("admin:feeds_store_add")).content.decode()
+    assert "No token is set yet" in admin_client_hub.get(reverse("admin:core_store_add")).content.decode()
 
 
 def test_pull_now_on_the_dashboard_comes_back_to_the_dashboard(operator_client, sandbox, store):
     page = _page(operator_client)
-    url = reverse("admin:feeds_store_run", args=[store.pk, "pull"])
+    url = reverse("admin:core_store_run", args=[store.pk, "pull"])
     form = re.search(rf'<form method="post" action="{re.escape(url)}">(.*?)</form>', page.html, flags=re.S).group(1)
     back_to = unescape(re.search(r'name="next" value="([^"]*)"', form).group(1))
 
     response = operator_client.post(url, {"next": back_to})
 
     assert response.status_code == 302 and response["Location"] == back_to == "/admin/"
-    store_page = operator_client.get(reverse("admin:feeds_store_change", args=[store.pk])).content.decode()
-    assert store_page.count(f'<input type="hidden" name="next" value="/admin/feeds/store/{store.pk}/change/">') == 2
+    store_page = operator_client.get(reverse("admin:core_store_change", args=[store.pk])).content.decode()
+    assert store_page.count(f'<input type="hidden" name="next" value="/admin/core/store/{store.pk}/change/">') == 2
     assert ">Pull now</button>" in store_page and ">Dispatch now</button>" in store_page
 
 
@@ -197,7 +198,7 @@ def test_every_date_on_the_hubs_pages_is_written_one_way(sandbox, store, admin_c
     pages = [reverse("admin:orders_ordersync_change", args=[sync.pk]), reverse("admin:orders_ordersync_changelist"),
              reverse("admin:orders_syncattempt_changelist"),
              reverse("admin:orders_syncattempt_change", args=[attempt.pk]),
-             reverse("admin:feeds_store_changelist"), reverse("admin:feeds_store_change", args=[store.pk]),
+             reverse("admin:core_store_changelist"), reverse("admin:core_store_change", args=[store.pk]),
              reverse("admin:feeds_feedconfig_change", args=[config.pk]), "/admin/"]
     for url in pages:
         html = admin_client_hub.get(url).content.decode()

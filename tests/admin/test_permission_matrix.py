@@ -27,8 +27,9 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Task
 from django_q.tasks import async_task
 
-from feeds.jobs import RUNNABLE
-from feeds.models import ErpConnection, FeedConfig, FeedEvent, Store
+from core.jobs import RUNNABLE
+from core.models import ErpConnection, Store
+from feeds.models import FeedConfig, FeedEvent
 from orders.models import Alert, AlertChannel, ErpRequest, OrderSync, SyncAttempt
 from orders.services.staff import ACTIONS, CONFIRMED_ACTIONS
 from tests.admin.conftest import action_ran
@@ -75,7 +76,7 @@ FACTORIES: dict[str, Callable[[], Model]] = {
     "django_q.success": lambda: _task(success=True),
     "django_q.failure": lambda: _task(success=False),
     "django_q.ormq": _queued,
-    "feeds.store": _store,
+    "core.store": _store,
     "feeds.feedconfig": lambda: FeedConfig.objects.create(store=_store(), statuses=["ready-for-handling"]),
     "feeds.feedevent": lambda: FeedEvent.objects.create(store=_store(), event_id=uuid4().hex, order_id="ORD-1",
                                                         state="ready-for-handling", payload={"x": 1}, outcome="queued"),
@@ -121,18 +122,18 @@ CUSTOM_VIEWS: dict[str, dict[str, CustomView]] = {
                                              data={"reason": "matrix", "confirm": "yes"})
            for action in CONFIRMED_ACTIONS},
     },
-    # feeds/admin/stores.py run_view: POST, feeds.run_jobs; queues a job.
-    "feeds_store_run": {
-        kind: CustomView(args=lambda obj, kind=kind: [obj.pk, kind], may=_perm("feeds.run_jobs")) for kind in RUNNABLE
+    # orders/admin_stores.py run_view: POST, core.run_jobs; queues a job.
+    "core_store_run": {
+        kind: CustomView(args=lambda obj, kind=kind: [obj.pk, kind], may=_perm("core.run_jobs")) for kind in RUNNABLE
     },
-    # Issue 10, feeds/admin/stores.py rotate_erp_api_key_view: GET confirms, POST makes (and shows) a new key;
-    # both need feeds.change_store, as the store's other credentials do.
-    "feeds_store_rotate_erp_api_key": {
-        "GET": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_store"), method="get",
+    # Issue 10, orders/admin_stores.py rotate_erp_api_key_view: GET confirms, POST makes (and shows) a new key;
+    # both need core.change_store, as the store's other credentials do.
+    "core_store_rotate_erp_api_key": {
+        "GET": CustomView(args=lambda obj: [obj.pk], may=_perm("core.change_store"), method="get",
                           allowed_status=200),
-        "POST": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_store"), allowed_status=200),
+        "POST": CustomView(args=lambda obj: [obj.pk], may=_perm("core.change_store"), allowed_status=200),
     },
-    # feeds/admin/feed_config.py load_view: a read (VTEX's copy beside ours), saves nothing.
+    # orders/admin_feed_config.py load_view: a read (VTEX's copy beside ours), saves nothing.
     "feeds_feedconfig_load": {
         "GET": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.view_feedconfig"), method="get",
                           allowed_status=200, reads=True),
@@ -142,7 +143,7 @@ CUSTOM_VIEWS: dict[str, dict[str, CustomView]] = {
         "POST": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.change_feedconfig"), allowed_status=200,
                            data={"expression": 'status = "handling"', "order_id": "ORD-1"}),
     },
-    # Issue 8, feeds/admin/feed_config.py: the order hook page reads; its buttons call VTEX with change rights.
+    # Issue 8, orders/admin_feed_config.py: the order hook page reads; its buttons call VTEX with change rights.
     "feeds_feedconfig_hook": {
         "GET": CustomView(args=lambda obj: [obj.pk], may=_perm("feeds.view_feedconfig"), method="get",
                           allowed_status=200, reads=True),
@@ -171,7 +172,7 @@ CUSTOM_VIEWS: dict[str, dict[str, CustomView]] = {
 }
 
 # Held whatever the admins declare: the job pages' rules from issue 6 (label, check) -> groups allowed.
-_RECORD_MANAGERS = {"Administrator"}  # feeds.manage_jobs
+_RECORD_MANAGERS = {"Administrator"}  # core.manage_jobs
 PINNED: dict[tuple[str, str], set[str]] = {
     **{(label, check): _RECORD_MANAGERS for label in ("django_q.success", "django_q.failure", "django_q.ormq")
        for check in ("GET delete", "POST delete", "action delete_selected")},
@@ -181,7 +182,7 @@ PINNED: dict[tuple[str, str], set[str]] = {
        for check in ("GET add", "POST add", "POST change")},
     ("django_q.schedule", "GET delete"): set(),
     ("django_q.schedule", "POST delete"): set(),
-    ("django_q.schedule", "action pause"): {"Operator", "Administrator"},  # feeds.run_jobs
+    ("django_q.schedule", "action pause"): {"Operator", "Administrator"},  # core.run_jobs
     ("django_q.schedule", "action resume"): {"Operator", "Administrator"},
 }
 
@@ -190,7 +191,7 @@ PINNED: dict[tuple[str, str], set[str]] = {
 
 @dataclass
 class Check:
-    name: str  # "GET change", "action resubmit", "feeds_store_run pull"
+    name: str  # "GET change", "action resubmit", "core_store_run pull"
     expect: Callable[[Model], bool]  # allowed, for this object?
     send: Callable[[Client, Model], HttpResponse]
     allowed: Callable[[HttpResponse], bool]  # did the request get through?

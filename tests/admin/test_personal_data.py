@@ -152,7 +152,7 @@ def _admin_pages(store, order_ids: list[str]) -> list[str]:
         *[reverse("admin:orders_syncattempt_change", args=[attempt.pk]) for attempt in attempts],
         "/admin/feeds/feedevent/",
         *[reverse("admin:feeds_feedevent_change", args=[event.pk]) for event in FeedEvent.objects.all()],
-        reverse("admin:feeds_store_change", args=[store.pk]),
+        reverse("admin:core_store_change", args=[store.pk]),
         reverse("admin:feeds_feedconfig_change", args=[FeedConfig.objects.get(store=store).pk]),
     ]
 

@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from core.erp_api_key import erp_api_key_rotate
 from orders.models import ErpRequest, OrderSync, SyncAttempt
-from orders.services.erp_requests import erp_api_key_rotate
 from tests.helpers import run_sync
 
 pytestmark = pytest.mark.django_db(transaction=True)

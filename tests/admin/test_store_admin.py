@@ -1,4 +1,4 @@
-"""The store admin: run-now buttons (POST, feeds.run_jobs), write-only secrets, pages per staff group."""
+"""The store admin: run-now buttons (POST, core.run_jobs), write-only secrets, pages per staff group."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils.deprecation import RemovedInDjango60Warning
 
-from feeds.models import ErpConnection, FeedConfig, Store
+from core.models import ErpConnection, Store
+from feeds.models import FeedConfig
 from orders.models import OrderSync
 from tests.conftest import TOKEN
 from tests.helpers import states
@@ -18,11 +19,11 @@ CLIENTS = {"viewer": "viewer_client", "operator": "operator_client", "administra
 
 
 def run_url(store: Store, kind: str) -> str:
-    return reverse("admin:feeds_store_run", args=[store.pk, kind])
+    return reverse("admin:core_store_run", args=[store.pk, kind])
 
 
 def change_url(store: Store) -> str:
-    return reverse("admin:feeds_store_change", args=[store.pk])
+    return reverse("admin:core_store_change", args=[store.pk])
 
 
 def feed_reads(sandbox) -> list:
@@ -31,7 +32,7 @@ def feed_reads(sandbox) -> list:
 
 def test_run_now_pulls_then_dispatches_the_store(operator_client, sandbox, store):
     order_ids = sandbox.create_orders(2)
-    back_to = reverse("admin:feeds_store_changelist") + "?enabled__exact=1"
+    back_to = reverse("admin:core_store_changelist") + "?enabled__exact=1"
 
     pulled = operator_client.post(run_url(store, "pull"), {"next": back_to})
 
@@ -80,7 +81,7 @@ def test_run_now_needs_the_run_jobs_permission(viewer_client, sandbox, store):
 
 def test_run_now_refuses_an_unknown_job_or_store(operator_client, sandbox, store):
     assert operator_client.post(run_url(store, "delete-everything")).status_code == 404
-    assert operator_client.post(reverse("admin:feeds_store_run", args=[store.pk + 999, "pull"])).status_code == 404
+    assert operator_client.post(reverse("admin:core_store_run", args=[store.pk + 999, "pull"])).status_code == 404
 
 
 def test_the_run_buttons_show_only_for_staff_who_may_run_jobs(viewer_client, operator_client, admin_client_hub, store):
@@ -102,10 +103,10 @@ def test_the_store_page_links_to_its_feed_configuration(viewer_client, store):
 def test_secrets_never_appear_in_any_store_or_feed_page(request, store, who):
     client = request.getfixturevalue(CLIENTS[who])
     config = FeedConfig.objects.get(store=store)
-    pages = [reverse("admin:feeds_store_changelist"), reverse("admin:feeds_store_changelist") + "?q=acme",
-             change_url(store), reverse("admin:feeds_store_add"),
+    pages = [reverse("admin:core_store_changelist"), reverse("admin:core_store_changelist") + "?q=acme",
+             change_url(store), reverse("admin:core_store_add"),
              reverse("admin:feeds_feedconfig_change", args=[config.pk]), reverse("admin:feeds_feedconfig_changelist"),
-             reverse("admin:feeds_store_history", args=[store.pk])]
+             reverse("admin:core_store_history", args=[store.pk])]
     for url in pages:
         response = client.get(url)
         assert TOKEN.encode() not in response.content, url
@@ -163,7 +164,7 @@ def test_viewer_and_operator_cannot_change_a_store(viewer_client, operator_clien
 
 
 def test_store_forms_raise_no_url_scheme_deprecation_warning(admin_client_hub, store, recwarn):
-    admin_client_hub.get(reverse("admin:feeds_store_add"))
+    admin_client_hub.get(reverse("admin:core_store_add"))
     admin_client_hub.get(change_url(store))
 
     assert not [w for w in recwarn if issubclass(w.category, RemovedInDjango60Warning)]
@@ -177,11 +178,11 @@ def test_store_forms_raise_no_url_scheme_deprecation_warning(admin_client_hub, s
 def test_every_store_page_answers_each_group_as_its_permissions_say(request, store, who, change_page, add_page):
     client = request.getfixturevalue(CLIENTS[who])
     pages = {
-        reverse("admin:feeds_store_changelist"): 200,
+        reverse("admin:core_store_changelist"): 200,
         change_url(store): change_page,
-        reverse("admin:feeds_store_add"): add_page,
-        reverse("admin:feeds_store_history", args=[store.pk]): 200,
-        reverse("admin:feeds_store_delete", args=[store.pk]): 200 if who == "administrator" else 403,
+        reverse("admin:core_store_add"): add_page,
+        reverse("admin:core_store_history", args=[store.pk]): 200,
+        reverse("admin:core_store_delete", args=[store.pk]): 200 if who == "administrator" else 403,
     }
     for url, expected in pages.items():
         assert client.get(url).status_code == expected, url

@@ -8,8 +8,8 @@ import json
 import pytest
 from django.test import Client
 
+from core.erp_api_key import erp_api_key_rotate
 from orders.models import OrderSync
-from orders.services.erp_requests import erp_api_key_rotate
 from tests.browser.conftest import login, shoot
 from tests.helpers import run_sync
 

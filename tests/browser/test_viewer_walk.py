@@ -66,7 +66,7 @@ def test_a_viewer_walking_every_admin_page_reads_no_customer_data(page, live_ser
     assert len(read) < MAX_PAGES, "the walk did not end"
     # It did reach the pages where the ERP's answer and the raw payloads are shown.
     for expected in ("/admin/orders/ordersync/", "/admin/orders/syncattempt/", "/admin/feeds/feedevent/",
-                     "/admin/feeds/store/", "/admin/feeds/feedconfig/"):
+                     "/admin/core/store/", "/admin/feeds/feedconfig/"):
         assert expected in paths, expected
         assert any(p.startswith(expected) and p != expected for p in paths), f"no object opened under {expected}"
     orders = [p for p in paths if p.startswith("/admin/orders/ordersync/") and p.endswith("/change/")]

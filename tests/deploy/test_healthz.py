@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from feeds.models import Store
+from core.models import Store
 from orders.models import OrderSync
 from tests.conftest import TOKEN
 from tests.deploy.conftest import ROOT

@@ -18,8 +18,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from feeds.leases import lease_holder_id
-from feeds.models import JobLease, Store
+from core.leases import lease_holder_id
+from core.models import JobLease, Store
 from tests.deploy.conftest import ROOT
 from tests.processes import dead_pid
 

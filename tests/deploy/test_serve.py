@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from feeds.stores import store_connect
+from core.stores import store_connect
 from orders.models import OrderSync
 from tests.conftest import TOKEN
 from tests.db_url import subprocess_database_url

@@ -10,9 +10,9 @@ import time
 import pytest
 from django.db import connection, connections, transaction
 
-from feeds.call_counts import BUCKETS_MS, call_counts_flush, call_record
-from feeds.models import CallCount, ErpConnection, Store
-from feeds.vtex.client import VtexClient, VtexUnavailable, call_operation
+from core.call_counts import BUCKETS_MS, call_counts_flush, call_record
+from core.models import CallCount, ErpConnection, Store
+from core.vtex.client import VtexClient, VtexUnavailable, call_operation
 from orders.erp import ORDER_CANCELED, ORDER_READY, connector_for, idempotency_key
 from tests.conftest import TOKEN
 from tests.feeds.test_commands import _manage
@@ -63,7 +63,7 @@ def test_counts_from_two_processes_add_up():
     call_record("erp", "acme", "erp_send", 201, 700)  # both still in this process's buffer
 
     # Another process (as another machine would be) records three and exits: its exit flushes them.
-    child = _manage("shell", "-c", "from feeds.call_counts import call_record\n"
+    child = _manage("shell", "-c", "from core.call_counts import call_record\n"
                     "for ms in (5, 80, 4000): call_record('erp', 'acme', 'erp_send', 201, ms)")
     assert child.returncode == 0, child.stderr
     assert call_counts_flush() is True

@@ -15,12 +15,12 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from feeds.models import ErpConnection, Store
+from core.models import ErpConnection, Store
 from orders.models import OrderSync
 from tests.conftest import TOKEN
-from tests.processes import alive, children
 from tests.db_url import subprocess_database_url
 from tests.helpers import keys_by_order
+from tests.processes import alive, children
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from feeds.cycle import sync_until_idle
+from orders.cycle import sync_until_idle
 from feeds.handles import handles_owed
 from feeds.models import FeedConfig, FeedEvent
 from orders.models import OrderSync

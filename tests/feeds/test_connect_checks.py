@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.forms.models import model_to_dict
 
-from feeds.models import ErpConnection, Store
+from core.models import ErpConnection, Store
 from tests.conftest import TOKEN
 from tests.feeds.test_commands import _manage
 

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
+from core.stores import store_connect
 from feeds.hook_config import hook_config_push
 from feeds.models import FeedEvent
-from feeds.stores import store_connect
 from tests.helpers import keys_by_order, run_sync, start_handling_204, states
 
 pytestmark = pytest.mark.django_db(transaction=True)

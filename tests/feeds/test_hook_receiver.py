@@ -13,11 +13,12 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 
+from core.models import Store
+from core.stores import store_connect
 from feeds.handles import handles_owed
 from feeds.hook_config import hook_config_body, hook_config_load, hook_config_push
 from feeds.hook_inbox import MAX_BODY_BYTES, hook_call_receive
-from feeds.models import FeedConfig, FeedEvent, HookRejection, Store
-from feeds.stores import store_connect
+from feeds.models import FeedConfig, FeedEvent, HookRejection
 from orders.models import OrderSync
 from tests.conftest import TOKEN
 from tests.helpers import keys_by_order, run_sync, start_handling_204
@@ -470,7 +471,7 @@ def _form(store: Store, **changes: str) -> dict:
 @pytest.mark.django_db
 def test_the_admin_takes_a_hook_secret_write_only(admin_client):
     store = _store()
-    url = f"/admin/feeds/store/{store.pk}/change/"
+    url = f"/admin/core/store/{store.pk}/change/"
 
     page = admin_client.get(url).content.decode()
     kept = admin_client.post(url, _form(store))
@@ -489,7 +490,7 @@ def test_the_admin_takes_a_hook_secret_write_only(admin_client):
 def test_check_and_rotate_secrets_cover_the_hook_secret(settings):
     from cryptography.fernet import Fernet
 
-    from feeds.stores import secrets_check, secrets_rotate
+    from core.stores import secrets_check, secrets_rotate
 
     _store()
     _store("nohook", hook_secret=None)  # stored as "": nothing to decrypt or rotate

@@ -15,8 +15,9 @@ import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from feeds.leases import store_pull_lease
-from feeds.models import FeedEvent, JobLease
+from core.leases import store_pull_lease
+from core.models import JobLease
+from feeds.models import FeedEvent
 from feeds.tasks import pull_feeds
 from orders.models import OrderSync
 from orders.tasks import dispatch_orders
@@ -131,7 +132,7 @@ def test_two_sync_processes_at_once_never_work_one_order_twice(sandbox, transact
 
 
 def test_a_run_of_a_continuous_job_stands_aside_while_all_its_slots_are_active(sandbox, store, settings):
-    from feeds.leases import lease_release, lease_take
+    from core.leases import lease_release, lease_take
 
     settings.HUB_JOB_BUDGET_SECONDS = 0.5
     settings.HUB_PULL_RUNS = 2
@@ -148,7 +149,7 @@ def test_a_run_of_a_continuous_job_stands_aside_while_all_its_slots_are_active(s
 
 def test_a_second_pull_run_stands_by_and_takes_the_feed_over_when_its_reader_stops(sandbox, store, settings):
     """Two pull runs at once: one reads the feed; the other, without a feed, takes it when the lease frees."""
-    from feeds.leases import lease_release, lease_take
+    from core.leases import lease_release, lease_take
     from feeds.services import LEASE_LOOK_SECONDS
 
     settings.HUB_JOB_BUDGET_SECONDS = LEASE_LOOK_SECONDS * 2 + 1

@@ -13,12 +13,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from feeds.models import Store, VtexRateLimit
-from feeds.rate_limit import AccountLimiter, Budget, account_key
+from core.models import Store, VtexRateLimit
+from core.rate_limit import AccountLimiter, Budget, account_key
+from core.stores import store_connect
+from core.vtex.client import VtexUnavailable
+from core.vtex_account import vtex_client
 from feeds.services import feeds_pull
-from feeds.stores import store_connect
-from feeds.vtex.client import VtexUnavailable
-from feeds.vtex_account import vtex_client
 from orders.models import OrderSync
 from orders.services.dispatch import orders_due
 from orders.services.process import order_process

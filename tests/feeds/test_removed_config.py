@@ -12,10 +12,11 @@ import requests
 from django.test import Client
 from django.utils import timezone
 
+from core.models import Store
+from core.stores import store_connect
 from feeds.hook_config import hook_config_delete, hook_config_push
-from feeds.models import FeedConfig, FeedEvent, HookRejection, Store
+from feeds.models import FeedConfig, FeedEvent, HookRejection
 from feeds.services import FEED_RETRY_MAX_SECONDS, feed_backoff_start, feeds_pull
-from feeds.stores import store_connect
 from feeds.tasks import refresh_queue_status
 from tests.admin.conftest import admin_client_hub, administrator, viewer, viewer_client  # noqa: F401  (fixtures)
 from tests.admin.test_dashboard import Page

@@ -15,8 +15,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from feeds.models import ErpConnection, Store
-from feeds.stores import secrets_check
+from core.models import ErpConnection, Store
+from core.stores import secrets_check
 from tests.conftest import TOKEN
 from tests.feeds.test_commands import ROOT, _env, _manage
 
@@ -102,7 +102,7 @@ def test_no_dump_of_the_database_holds_a_secret(sandbox, transactional_db):
     assert _manage(*_connect_without_secrets_on_argv(sandbox), "--app-token-env", VTEX_APP_TOKEN=TOKEN,
                    ERP_AUTH=ERP_SECRET).returncode == 0
     # As an operator runs it: `manage.py dumpdata` in its own process.
-    dumpdata = _manage("dumpdata", "feeds")
+    dumpdata = _manage("dumpdata", "core")
     backup = _database_dump()
 
     assert dumpdata.returncode == 0, dumpdata.stderr
@@ -114,13 +114,13 @@ def test_no_dump_of_the_database_holds_a_secret(sandbox, transactional_db):
     assert all(value.startswith("fernet:") for value in _raw("feeds_store", "app_token")
                + _raw("feeds_erpconnection", "headers"))
     rows = {row["model"]: row["fields"] for row in json.loads(dumped)}
-    assert rows["feeds.store"]["app_token"].startswith("fernet:")  # dumpdata writes ciphertext
-    assert rows["feeds.erpconnection"]["headers"].startswith("fernet:")
+    assert rows["core.store"]["app_token"].startswith("fernet:")  # dumpdata writes ciphertext
+    assert rows["core.erpconnection"]["headers"].startswith("fernet:")
 
 
 def test_dumpdata_output_loads_back_with_the_same_secrets(store, tmp_path):
     fixture = tmp_path / "feeds.json"
-    assert _manage("dumpdata", "feeds.store", "feeds.erpconnection", "--output", str(fixture)).returncode == 0
+    assert _manage("dumpdata", "core.store", "core.erpconnection", "--output", str(fixture)).returncode == 0
     ErpConnection.objects.all().delete()
     Store.objects.filter(pk=store.pk).update(app_token="something else")
 

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.forms.models import model_to_dict
 from django.urls import reverse
 
-from feeds.models import ErpConnection, Store
+from core.models import ErpConnection, Store
 from tests.admin.conftest import admin_client_hub, administrator  # noqa: F401  (fixtures: the Administrator group)
 from tests.admin.test_store_admin import change_url, store_form
 
@@ -186,7 +186,7 @@ def _add_form(**overrides: str) -> dict:
     ({"erp-0-timeout_seconds": "1e308"}, TIMEOUT),
 ])
 def test_the_admin_refuses_it_on_the_add_page_and_creates_nothing(admin_client_hub, overrides, expected):
-    response = admin_client_hub.post(reverse("admin:feeds_store_add"), _add_form(**overrides))
+    response = admin_client_hub.post(reverse("admin:core_store_add"), _add_form(**overrides))
 
     assert response.status_code == 200
     assert expected in _form_errors(response)
@@ -194,7 +194,7 @@ def test_the_admin_refuses_it_on_the_add_page_and_creates_nothing(admin_client_h
 
 
 def test_the_admin_adds_a_valid_store_with_an_allowed_connector(admin_client_hub, settings):
-    response = admin_client_hub.post(reverse("admin:feeds_store_add"), _add_form(
+    response = admin_client_hub.post(reverse("admin:core_store_add"), _add_form(
         **{"erp-0-connector": "tests.orders.connectors.TaggingConnector"}))
 
     assert response.status_code == 302, _form_errors(response)

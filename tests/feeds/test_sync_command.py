@@ -17,16 +17,17 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from feeds.cycle import sync_until_idle
-from feeds.leases import lease_holder_id, lease_take, store_pull_lease
-from feeds.models import FeedEvent, JobLease, Store
+from core.leases import lease_holder_id, lease_take, store_pull_lease
+from core.models import JobLease, Store
+from core.stores import store_connect
+from feeds.models import FeedEvent
 from feeds.services import feeds_pull
-from feeds.stores import store_connect
+from orders.cycle import sync_until_idle
 from orders.models import OrderSync
 from tests.conftest import TOKEN
 from tests.feeds.test_commands import ROOT, _env, _manage
-from tests.processes import alive, children
 from tests.helpers import keys_by_order
+from tests.processes import alive, children
 
 pytestmark = pytest.mark.django_db(transaction=True)
 # Bounds on error paths, with room for a loaded machine: today's failure took the whole 600 s timeout.
@@ -166,7 +167,7 @@ def test_the_feed_lease_of_a_killed_process_on_this_host_is_taken_over_at_once(s
     order_ids = sandbox.create_orders(3)
     holder = subprocess.Popen(
         [sys.executable, "manage.py", "shell", "-c",
-         "from feeds.leases import lease_take; import time; "
+         "from core.leases import lease_take; import time; "
          f"print(lease_take(name='pull-store:{store.pk}'), flush=True); time.sleep(120)"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
     try:

@@ -18,12 +18,13 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from feeds.leases import lease_release, lease_take
-from feeds.models import FeedConfig, FeedEvent, Store
-from orders.tasks import ALERTS_LEASE as LEASE, evaluate_alerts
+from core.leases import lease_release, lease_take
+from core.models import Store
+from feeds.models import FeedConfig, FeedEvent
 from orders.alerts import alert_channel_target_clean, alerts_evaluate
 from orders.health_signals import health_signals
 from orders.models import Alert, AlertChannel, OrderSync, SyncAttempt
+from orders.tasks import ALERTS_LEASE as LEASE, evaluate_alerts
 from tests.admin.conftest import staff_groups_recreate
 
 pytestmark = pytest.mark.django_db

@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from feeds.leases import lease_holder_id
+from core.leases import lease_holder_id
 from orders.models import OrderSync
 from orders.services.process import claims_release_dead_local, order_claim
 from tests.feeds.test_commands import ROOT, _connect_args, _env, _manage

@@ -25,11 +25,11 @@ from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
-from feeds.models import Store
-from feeds.stores import store_connect
+from core.erp_api_key import erp_api_key_rotate
+from core.models import Store
+from core.stores import store_connect
 from orders.erp_api import MAX_BODY_BYTES
 from orders.models import ErpRequest, OrderSync
-from orders.services.erp_requests import erp_api_key_rotate
 from sandbox import invoices as vtex_rules
 from sandbox.server import Sandbox
 from tests.admin.conftest import staff_groups_recreate
@@ -751,7 +751,7 @@ def test_connect_store_without_the_option_prints_no_key(shop):
 # --- the admin's *Rotate the ERP API key* -----------------------------------------------------------------
 
 def _rotate_url(store: Store) -> str:
-    return f"/admin/feeds/store/{store.pk}/erp-api-key/"
+    return f"/admin/core/store/{store.pk}/erp-api-key/"
 
 
 def _staff_client(group: str) -> Client:
@@ -770,7 +770,7 @@ def test_an_administrator_rotates_the_key_from_the_store_page_and_sees_it_once(v
     admin_client_hub = _staff_client("Administrator")
     store, old = _store()
     order = _order(vtex, store, [{"id": "A", "price": 1000, "quantity": 1}])
-    page = admin_client_hub.get(f"/admin/feeds/store/{store.pk}/change/")
+    page = admin_client_hub.get(f"/admin/core/store/{store.pk}/change/")
     assert page.status_code == 200
     assert _rotate_url(store) in page.content.decode()
     assert f"{old[:8]}…" in page.content.decode() and store.erp_api_key_hash not in page.content.decode()
@@ -793,7 +793,7 @@ def test_an_administrator_rotates_the_key_from_the_store_page_and_sees_it_once(v
     _refused(_post(client, _url(order, "cancel"), {"reason": "x"}, key=old), 401)
     assert _post(client, _url(order, "cancel"), {"reason": "x"}, key=new).status_code == 202
     # Back on the store page: the new key's first characters, never the key or its hash.
-    page = admin_client_hub.get(f"/admin/feeds/store/{store.pk}/change/").content.decode()
+    page = admin_client_hub.get(f"/admin/core/store/{store.pk}/change/").content.decode()
     assert new[:8] in page and new not in page and store.erp_api_key_hash not in page
 
 
@@ -803,7 +803,7 @@ def test_a_store_without_a_key_says_so():
     store = store_connect(name="nokey", account="nokey", app_key="k", app_token="t",
                           base_url="http://127.0.0.1:9", erp_url="http://127.0.0.1:9/erp").store
 
-    page = admin_client_hub.get(f"/admin/feeds/store/{store.pk}/change/").content.decode()
+    page = admin_client_hub.get(f"/admin/core/store/{store.pk}/change/").content.decode()
 
     assert "no key yet" in page
 
@@ -814,7 +814,7 @@ def test_viewers_and_operators_cannot_rotate_the_key(group):
     client = _staff_client(group)
     store, key = _store()
 
-    page = client.get(f"/admin/feeds/store/{store.pk}/change/")
+    page = client.get(f"/admin/core/store/{store.pk}/change/")
     confirm = client.get(_rotate_url(store))
     rotate = client.post(_rotate_url(store))
 

@@ -8,10 +8,10 @@ import time
 import pytest
 from django.utils import timezone
 
-from feeds.models import ErpConnection
+from core.models import ErpConnection
+from feeds.services import feeds_pull
 from orders.dashboard import store_healths
 from orders.models import OrderSync, SyncAttempt
-from feeds.services import feeds_pull
 from orders.services.dispatch import orders_dispatch, orders_due
 from tests.helpers import keys_by_order, run_sync, start_handling_204, states
 

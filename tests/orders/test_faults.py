@@ -30,11 +30,12 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from core.leases import LeaseHolder
+from core.models import JobLease, Store
+from core.stores import store_connect
 from feeds.feed_config import feed_config_push
 from feeds.handles import handles_owed
-from feeds.leases import LeaseHolder
-from feeds.models import FeedConfig, FeedEvent, JobLease, Store
-from feeds.stores import store_connect
+from feeds.models import FeedConfig, FeedEvent
 from orders.models import OrderSync, SyncAttempt
 from sandbox.feed import DEFAULT_STATUSES
 from sandbox.server import Sandbox
@@ -490,7 +491,7 @@ def test_a_running_sync_recovers_by_itself_when_its_database_connections_are_kil
     assert not problems, "\n".join(problems) + "\n" + summary + "\n" + run.output() + rounds.log()
     assert len([1 for _, n, _ in killed if n]) >= 3, f"too few kills hit live connections\n{summary}"
     # A worker whose connection died cannot write the release of the order in hand; that claim expires on its
-    # own (feeds/heartbeat.py). One expiry at most, then: never a stuck run.
+    # own (core/heartbeat.py). One expiry at most, then: never a stuck run.
     assert idle_after < CLAIM_SECONDS + 15, (f"idle only {idle_after:.1f}s after the last kill\n{summary}\n"
                                              f"{run.output()}")
 

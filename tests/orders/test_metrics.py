@@ -11,10 +11,11 @@ from django.utils import timezone
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from feeds.cycle import sync_with_workers
-from feeds.models import FeedEvent, HookRejection, Store
-from feeds.vtex.client import VtexUnavailable
-from feeds.vtex_account import vtex_client
+from core.models import Store
+from core.vtex.client import VtexUnavailable
+from core.vtex_account import vtex_client
+from feeds.models import FeedEvent, HookRejection
+from orders.cycle import sync_with_workers
 from orders.erp import ORDER_READY, connector_for, idempotency_key
 from orders.models import Alert, OrderSync, SyncAttempt
 from sandbox.routing import match_route

@@ -15,16 +15,18 @@ from django.utils import timezone
 from django_q.models import Failure, Schedule, Success, Task
 from django_q.tasks import async_task
 
+from core.job_control import PAUSED_UNTIL, hub_task
+from core.models import Store
+from core.retention import retention_text
+from core.stores import store_connect
+from core.vtex.client import FeedItem
 from feeds.hook_inbox import hook_call_receive
-from feeds.job_control import PAUSED_UNTIL, hub_task
-from feeds.models import FeedConfig, FeedEvent, Store
+from feeds.models import FeedConfig, FeedEvent
 from feeds.schedules import schedules_setup
 from feeds.services import events_store_batch
-from feeds.stores import store_connect
-from feeds.vtex.client import FeedItem
 from orders.models import Alert, OrderSync, SyncAttempt
 from orders.services.dispatch import orders_due
-from orders.services.prune import history_prune, retention_text
+from orders.services.prune import history_prune
 from orders.tasks import prune_history
 from tests.admin import conftest as admin_fixtures
 from tests.admin.conftest import action_ran
@@ -333,7 +335,7 @@ def test_a_viewer_cannot_change_the_retention_or_its_schedule(viewer_client: Cli
     before = Schedule.objects.filter(pk=schedule.pk).values().get()
 
     # The retention is a setting (HUB_RETENTION_DAYS): no admin page edits it. The job's schedule is read-only
-    # here for everyone, and pausing it needs feeds.run_jobs, which a Viewer does not have.
+    # here for everyone, and pausing it needs core.run_jobs, which a Viewer does not have.
     edit = viewer_client.post(f"/admin/django_q/schedule/{schedule.pk}/change/",
                               {"func": "orders.tasks.prune_history", "minutes": 1})
     pause = viewer_client.post("/admin/django_q/schedule/", {"action": "pause", "_selected_action": [schedule.pk]})

@@ -9,10 +9,11 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
+from core.models import Store
+from core.stores import store_connect
 from feeds.hook_config import hook_config_push
-from feeds.models import FeedEvent, Store
+from feeds.models import FeedEvent
 from feeds.schedules import schedules_setup
-from feeds.stores import store_connect
 from orders.models import OrderSync, SyncAttempt
 from orders.services import reconcile
 from orders.services.staff import order_act

@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from feeds.models import FeedEvent, Store
+from core.models import Store
+from feeds.models import FeedEvent
 from feeds.services import feeds_pull
 from orders.models import OrderSync, SyncAttempt
 from orders.services.process import order_process

@@ -10,9 +10,9 @@ from datetime import datetime, timezone as dt_timezone
 import pytest
 from django.test import Client
 
-from feeds.models import Store
+from core.erp_api_key import erp_api_key_rotate
+from core.models import Store
 from orders.models import ErpRequest, OrderSync, SyncAttempt
-from orders.services.erp_requests import erp_api_key_rotate
 from orders.services.vtex_requests import return_path_summary
 from tests.helpers import run_sync
 

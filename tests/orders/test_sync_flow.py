@@ -8,9 +8,10 @@ from urllib.parse import quote
 
 import pytest
 
-from feeds.cycle import sync_until_idle
-from feeds.models import ErpConnection, FeedEvent, Store
+from core.models import ErpConnection, Store
+from feeds.models import FeedEvent
 from feeds.services import feeds_pull
+from orders.cycle import sync_until_idle
 from orders.models import OrderSync, SyncAttempt
 from orders.services.process import order_process
 from tests.conftest import TOKEN
@@ -164,7 +165,7 @@ def test_the_token_never_reaches_logs(sandbox, store, caplog):
 
 
 def test_an_erp_connector_plugs_in_by_dotted_path(sandbox, store):
-    from feeds.stores import store_connect
+    from core.stores import store_connect
 
     store_connect(name="acme", account="sandbox", app_key="vtexappkey-sandbox-HUB", app_token=TOKEN,
                   base_url=sandbox.url, erp_url=sandbox.erp_url, erp_timeout=1.0,
@@ -180,7 +181,7 @@ def test_an_erp_connector_plugs_in_by_dotted_path(sandbox, store):
 def test_an_unknown_erp_connector_is_refused_when_connecting(sandbox, store):
     from django.core.exceptions import ValidationError
 
-    from feeds.stores import store_connect
+    from core.stores import store_connect
 
     for path in ("erp.Nope", "builtins.input"):
         with pytest.raises(ValidationError, match=f"no ERP connector at '{path}': choose one of"):
@@ -213,7 +214,7 @@ def _assert_released_with_a_retry(sync: OrderSync, step: str, *texts: str) -> Sy
     ("tests.orders.connectors.RaisesInSend", "KeyError: 'customerRef'"),
 ])
 def test_a_connector_that_raises_lands_on_the_timeline_and_frees_the_order(sandbox, store, settings, connector, error):
-    from feeds.stores import store_connect
+    from core.stores import store_connect
 
     settings.HUB_ERP_CONNECTORS = [*settings.HUB_ERP_CONNECTORS, connector]
     store_connect(name="acme", erp_connector=connector)
@@ -250,14 +251,14 @@ def test_a_store_whose_secrets_cannot_be_read_lands_on_the_timeline_and_frees_th
 
     order_process(sync_id=sync.pk)
 
-    _assert_released_with_a_retry(sync, "get_order", "internal error: SecretUnreadable", "feeds.Store.app_token")
+    _assert_released_with_a_retry(sync, "get_order", "internal error: SecretUnreadable", "core.Store.app_token")
     assert not [r for r in sandbox.requests if r.path.startswith("/api/oms/")]
 
 
 @pytest.mark.parametrize("order_id", ["../../../orders/feed", "../../orders/feed/config", "x/../../../orders/feed",
                                       "a?maxlot=10", "a#b"])
 def test_order_ids_are_one_path_segment_and_reach_no_other_endpoint(sandbox, order_id):
-    from feeds.vtex.client import VtexClient, VtexError
+    from core.vtex.client import VtexClient, VtexError
 
     sandbox.create_orders(2)
     queued = sandbox.queue_size()
@@ -279,7 +280,7 @@ def test_order_ids_are_one_path_segment_and_reach_no_other_endpoint(sandbox, ord
 
 @pytest.mark.parametrize("order_id", ["", ".", ".."])
 def test_order_ids_that_would_name_another_path_are_refused_before_any_call(sandbox, order_id):
-    from feeds.vtex.client import VtexClient, VtexError
+    from core.vtex.client import VtexClient, VtexError
 
     client = VtexClient(base_url=sandbox.url, app_key=sandbox.app_key, app_token=TOKEN, timeout=5)
 

@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.models import Store
 from feeds.hook_config import hook_config_delete, hook_config_load, hook_config_push
-from feeds.models import Store
 
 
 class Command(BaseCommand):

@@ -5,9 +5,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Q
 
-from feeds.job_control import schedule_paused
-from feeds.jobs import job_continue
-from feeds.models import Store
+from core.job_control import schedule_paused
+from core.jobs import job_continue
+from core.models import Store
 
 SANDBOX_STORE = "sandbox"  # the name `make run` connects the sandbox under
 # A store pointed at a base URL on this machine is a sandbox, not a real VTEX account.

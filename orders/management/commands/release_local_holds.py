@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from feeds.leases import leases_release_dead_local
+from core.leases import leases_release_dead_local
 from orders.services.process import claims_release_dead_local
 
 

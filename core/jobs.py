@@ -12,8 +12,8 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from feeds.leases import lease_acquire
-from feeds.models import JobLease, Store
+from core.leases import lease_acquire
+from core.models import JobLease, Store
 
 RUNNABLE = {"pull": "feeds.tasks.pull_store", "dispatch": "orders.tasks.dispatch_store"}
 # How many runs of each continuous job may run at once (settings), by schedule name.

@@ -4,10 +4,10 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from feeds.models import Store
-from feeds.store_checks import StoreCheck, StoreCheckFailed, store_connect_checked
-from feeds.stores import hook_secret_generate, parse_header, redact_url
-from orders.services.erp_requests import erp_api_key_rotate
+from core.erp_api_key import erp_api_key_rotate
+from core.models import Store
+from core.store_checks import StoreCheck, StoreCheckFailed, store_connect_checked
+from core.stores import hook_secret_generate, parse_header, redact_url
 
 TOKEN_ENV = "VTEX_APP_TOKEN"
 HOOK_SECRET_ENV = "HUB_HOOK_SECRET"

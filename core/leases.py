@@ -1,6 +1,6 @@
 """Named leases: one holder at a time across processes and machines, expiring on their own after a crash.
 
-Leases last HUB_CLAIM_SECONDS and this process's heartbeat (feeds.heartbeat) renews the ones it holds, so
+Leases last HUB_CLAIM_SECONDS and this process's heartbeat (core.heartbeat) renews the ones it holds, so
 a dead holder's lease is free within that time. The holder is "hostname:pid:pid-namespace". A lease whose holder is on this host, in this PID namespace,
 and whose pid no longer exists is taken over at once instead of after its expiry: no process can be
 using it. Anything less certain (another host, another namespace, a pid that exists) waits for expiry.
@@ -19,8 +19,8 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from django.db.models import Q
 from django.utils import timezone
 
-from feeds.heartbeat import Holds, hold_seconds
-from feeds.models import JobLease
+from core.heartbeat import Holds, hold_seconds
+from core.models import JobLease
 
 log = logging.getLogger("hub.leases")
 HOLDER_MAX = 100  # JobLease.holder's max_length

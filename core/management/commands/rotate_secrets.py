@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from feeds.stores import secrets_check, secrets_rotate
+from core.stores import secrets_check, secrets_rotate
 
 
 class Command(BaseCommand):

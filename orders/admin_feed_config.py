@@ -1,4 +1,8 @@
-"""The feed filter form, push to VTEX, load and compare, and the expression tester."""
+"""The feed filter form, push to VTEX, load and compare, and the expression tester.
+
+In orders, not feeds: the tester runs expressions on the order documents orders stored, and the pages show
+VTEX's queue as the dashboard does (orders.dashboard).
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from integrationhub.personal_data import PersonalDataAdminMixin, for_user, mask_personal_data, shown
-from orders.dashboard import QUEUE_EXPLAINED, QUEUE_SOURCE, hook_on_vtex, queue_view, when
-from orders.models import OrderSync, SyncAttempt
-
 from feeds.expressions import CPU_SECONDS, EXPRESSION_MAX_CHARS, VALUE_CHARS, WALL_SECONDS
 from feeds.feed_config import (
     OMS_STATUS_NAMES,
@@ -36,6 +36,9 @@ from feeds.feed_config import (
 from feeds.hook_config import hook_config_delete, hook_config_load, hook_config_push, hook_status
 from feeds.models import FeedConfig
 from feeds.queue_status import REAPPLIABLE, config_reapply, feed_config_apply, queue_status_record
+from integrationhub.personal_data import PersonalDataAdminMixin, for_user, mask_personal_data, shown
+from orders.dashboard import QUEUE_EXPLAINED, QUEUE_SOURCE, hook_on_vtex, queue_view, when
+from orders.models import OrderSync, SyncAttempt
 
 
 # Shown on the tester page, so a "too slow" answer is no surprise.

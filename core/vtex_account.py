@@ -12,15 +12,15 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from feeds.models import Store
-from feeds.rate_limit import account_key, account_limiter, account_pause
-from feeds.vtex.client import VtexClient
+from core.models import Store
+from core.rate_limit import account_key, account_limiter, account_pause
+from core.vtex.client import VtexClient
 
 
 def vtex_client(store: Store, *, timeout: float | None = None) -> VtexClient:
     """A client for the store's account; `timeout` defaults to HUB_HTTP_TIMEOUT_SECONDS.
 
-    Every request first takes a slot of the account's budget (feeds.rate_limit), shared by all its stores.
+    Every request first takes a slot of the account's budget (core.rate_limit), shared by all its stores.
     """
     return VtexClient(base_url=store.vtex_base_url, app_key=store.app_key, app_token=store.app_token,
                       timeout=settings.HUB_HTTP_TIMEOUT_SECONDS if timeout is None else timeout, store=store.name,

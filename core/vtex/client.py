@@ -4,7 +4,7 @@ Reference: ../shared/vtex/ORDERS-API.md (and https://developers.vtex.com/docs/ap
 Failures raise VtexError; VtexUnavailable marks the ones worth retrying (429, 5xx, timeouts, broken JSON).
 A failure without an HTTP answer says why in words (`cause`: connection refused, DNS, TLS, timeout) and
 where (`host`), never with the credentials. Every request, answered or not, is counted for /metrics by
-feeds.call_counts (in memory; written to the database away from the caller).
+core.call_counts (in memory; written to the database away from the caller).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from feeds.call_counts import call_record
+from core.call_counts import call_record
 from integrationhub.http import new_session
 
 EXCERPT_CHARS = 500

@@ -22,10 +22,9 @@ from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils.module_loading import import_string
 
-from feeds.models import ErpConnection, FeedConfig, Store
+from core.models import ErpConnection, Store
 from integrationhub import crypto
 
-DEFAULT_FEED_STATUSES = ["ready-for-handling", "handling", "invoiced", "cancel", "canceled"]  # invoiced: closes the return path
 DEFAULT_ENVIRONMENT = "vtexcommercestable"
 DEFAULT_ERP_TIMEOUT = 20.0
 MAX_ERP_TIMEOUT = 120.0
@@ -269,6 +268,17 @@ class _Changes:
             return {}
 
 
+# What else a connected store gets, in store_connect's transaction: feeds registers its default feed
+# configuration (FeedsConfig.ready()). A slot rather than an import: core never imports the apps above it.
+_connect_also: Callable[[Store], object] | None = None
+
+
+def store_connect_register(also: Callable[[Store], object]) -> None:
+    """Run `also(store)` at the end of every store_connect, inside its transaction."""
+    global _connect_also
+    _connect_also = also
+
+
 def _apply(instance: Any, values: dict[str, Any]) -> list[str]:
     changed = [name for name, value in values.items() if instance.pk is None or getattr(instance, name) != value]
     for name in changed:
@@ -291,7 +301,8 @@ def store_connect(
     erp_connector: str | None = None,
     hook_secret: str | None = None,
 ) -> ConnectResult:
-    """Create or update a store and its ERP connection. None = keep (or the default, when creating).
+    """Create or update a store and its ERP connection (and what feeds registered: its feed configuration).
+    None = keep (or the default, when creating).
 
     A second identical call changes nothing; invalid input raises ValidationError (field -> messages,
     ERP fields prefixed `erp_`) and writes nothing.
@@ -335,7 +346,8 @@ def store_connect(
         erp.save()
     elif erp_changed:
         erp.save(update_fields=erp_changed)
-    FeedConfig.objects.get_or_create(store=store, defaults={"statuses": DEFAULT_FEED_STATUSES})
+    if _connect_also is not None:
+        _connect_also(store)
     return ConnectResult(store=store, created=created, changed=changed + [f"erp {name}" for name in erp_changed])
 
 

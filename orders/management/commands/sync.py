@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from feeds.cycle import SyncStop, stop_grace_seconds, sync_with_workers, sync_workers_default
-from feeds.models import Store
-from feeds.stores import secrets_check
+from core.models import Store
+from core.stores import secrets_check
+from orders.cycle import SyncStop, stop_grace_seconds, sync_with_workers, sync_workers_default
 
 
 class Command(BaseCommand):

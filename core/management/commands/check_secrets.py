@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from feeds.stores import secrets_check
+from core.stores import secrets_check
 
 
 class Command(BaseCommand):

@@ -1,4 +1,7 @@
-"""Stores and their ERP connection (secrets are write-only), with staff's *run now*."""
+"""Stores and their ERP connection (secrets are write-only), with staff's *run now*.
+
+In orders, not core: the page shows the store's health (orders.dashboard) and links its feed configuration.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +22,13 @@ from django.utils.html import format_html
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from feeds.jobs import RUNNABLE, store_run_now
-from feeds.models import APP_TOKEN_MAX_LENGTH, HOOK_SECRET_MAX_LENGTH, ErpConnection, FeedConfig, Store
-from feeds.stores import ERP_CHECKS, STORE_CHECKS, clean_erp_headers, erp_values_clean, parse_header, store_values_clean
+from core.erp_api_key import erp_api_key_rotate
+from core.jobs import RUNNABLE, store_run_now
+from core.models import APP_TOKEN_MAX_LENGTH, HOOK_SECRET_MAX_LENGTH, ErpConnection, Store
+from core.stores import ERP_CHECKS, STORE_CHECKS, clean_erp_headers, erp_values_clean, parse_header, store_values_clean
+from feeds.models import FeedConfig
 from integrationhub.personal_data import PersonalDataAdminMixin, shown
 from orders.dashboard import Verdict, ago, health_annotate, verdict_of, when
-from orders.services.erp_requests import erp_api_key_rotate
 
 # Django 5.2 warns that URLField's default scheme becomes https in 6.0: choose it now, for the forms
 # built when this module is imported (Meta.formfield_callback) and for the ones the admin builds.
@@ -120,7 +124,7 @@ class ErpConnectionForm(forms.ModelForm):
 
 
 def _validated(form: forms.ModelForm, cleaned: dict[str, Any], cleaner: Any, checks: dict) -> dict[str, Any]:
-    """The same validation as connect_store (feeds.stores), its errors shown on the fields."""
+    """The same validation as connect_store (core.stores), its errors shown on the fields."""
     values = {name: cleaned[name] for name in checks if name in cleaned and name in form.fields}
     try:
         cleaned.update(cleaner(values))
@@ -238,8 +242,8 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
     def get_urls(self) -> list:
         run = self.admin_site.admin_view(self.run_view)
         rotate = self.admin_site.admin_view(self.rotate_erp_api_key_view)
-        return [path("<int:store_id>/run/<str:kind>/", run, name="feeds_store_run"),
-                path("<int:store_id>/erp-api-key/", rotate, name="feeds_store_rotate_erp_api_key"),
+        return [path("<int:store_id>/run/<str:kind>/", run, name="core_store_run"),
+                path("<int:store_id>/erp-api-key/", rotate, name="core_store_rotate_erp_api_key"),
                 *super().get_urls()]
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
@@ -251,25 +255,25 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
             # get_object came through get_queryset: the row carries the verdict's signals and the viewer flag.
             context["verdict"] = verdict_of(store, now=timezone.now())
             context["verdict_detail"] = shown(store, context["verdict"].detail)  # VTEX's or the ERP's words
-            if request.user.has_perm("feeds.run_jobs"):
+            if request.user.has_perm("core.run_jobs"):
                 # The same labels as the dashboard's buttons.
-                context["run_urls"] = [(f"{kind.capitalize()} now", reverse("admin:feeds_store_run",
+                context["run_urls"] = [(f"{kind.capitalize()} now", reverse("admin:core_store_run",
                                                                             args=[store.pk, kind]))
                                        for kind in RUNNABLE]
-            if request.user.has_perm("feeds.change_store"):
-                context["rotate_erp_api_key_url"] = reverse("admin:feeds_store_rotate_erp_api_key", args=[store.pk])
+            if request.user.has_perm("core.change_store"):
+                context["rotate_erp_api_key_url"] = reverse("admin:core_store_rotate_erp_api_key", args=[store.pk])
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def rotate_erp_api_key_view(self, request: HttpRequest, store_id: int) -> HttpResponse:
-        """GET: the confirmation page; POST: a new ERP API key, shown on the answer once (feeds.change_store)."""
-        if not request.user.has_perm("feeds.change_store"):
+        """GET: the confirmation page; POST: a new ERP API key, shown on the answer once (core.change_store)."""
+        if not request.user.has_perm("core.change_store"):
             raise PermissionDenied
         store = get_object_or_404(Store, pk=store_id)
         key = ""
         if request.method == "POST":
             key = erp_api_key_rotate(store)
             self.log_change(request, store, "Rotated the ERP API key.")  # the history says who, never the key
-        response = TemplateResponse(request, "admin/feeds/store/rotate_erp_api_key.html", {
+        response = TemplateResponse(request, "admin/core/store/rotate_erp_api_key.html", {
             **self.admin_site.each_context(request), "opts": self.opts, "original": store, "key": key,
             "title": f"{store}: {'new ERP API key' if key else 'rotate the ERP API key?'}",
         })
@@ -277,10 +281,10 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
         return response
 
     def run_view(self, request: HttpRequest, store_id: int, kind: str) -> HttpResponse:
-        """Staff's "run now": queue a pull or dispatch of one store (POST only, feeds.run_jobs)."""
+        """Staff's "run now": queue a pull or dispatch of one store (POST only, core.run_jobs)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        if not request.user.has_perm("feeds.run_jobs"):
+        if not request.user.has_perm("core.run_jobs"):
             raise PermissionDenied
         if kind not in RUNNABLE:
             raise Http404(f"unknown job {kind!r}")
@@ -292,7 +296,7 @@ class StoreAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
         next_url = request.POST.get("next", "")
         if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
                                                require_https=request.is_secure()):
-            next_url = reverse("admin:feeds_store_change", args=[store.pk])
+            next_url = reverse("admin:core_store_change", args=[store.pk])
         return HttpResponseRedirect(next_url)
 
 

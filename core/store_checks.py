@@ -15,8 +15,8 @@ import requests
 from django.conf import settings
 from django.db import transaction
 
-from feeds.stores import ConnectResult, redact_url, store_connect
-from feeds.vtex.client import VtexClient, VtexError, VtexUnavailable, classify_failure
+from core.stores import ConnectResult, redact_url, store_connect
+from core.vtex.client import VtexClient, VtexError, VtexUnavailable, classify_failure
 from integrationhub.http import new_session
 
 MAX_CHECK_SECONDS = 10.0  # a person is waiting at the prompt: fail fast rather than wait the full timeout

@@ -34,11 +34,11 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from feeds.models import Store, VtexRateLimit
-from feeds.vtex.client import VtexUnavailable, host_of
+from core.models import Store, VtexRateLimit
+from core.vtex.client import VtexUnavailable, host_of
 
 DEFAULT_REQUESTS_PER_MINUTE = 6000  # VTEX's documented per-account figure (see above)
-# The routes it is documented for, by feeds.vtex.client.call_operation's names (Get by order group: not used).
+# The routes it is documented for, by core.vtex.client.call_operation's names (Get by order group: not used).
 LIMITED_OPERATIONS = frozenset({"get_order", "list_orders"})
 REFUSED_CODE = "rate_limit"  # VtexUnavailable.code of a call the limiter refused: it never reached VTEX
 DEFAULT_MAX_WAIT_SECONDS = 10.0

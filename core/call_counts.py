@@ -118,7 +118,7 @@ def _chunks(rows: list[tuple[Key, Tally]], connection: BaseDatabaseWrapper) -> I
 def _upsert_sql(connection: BaseDatabaseWrapper, rows: int) -> str:
     """INSERT ... ON CONFLICT DO UPDATE adding to the stored sums (PostgreSQL, and SQLite >= 3.24)."""
     # Imported here, not at the top: the VTEX client imports this module, and it needs no app registry.
-    from feeds.models import CallCount
+    from core.models import CallCount
 
     quote = connection.ops.quote_name
     table = quote(CallCount._meta.db_table)

@@ -22,8 +22,9 @@ from django_q.utils import get_func_repr
 
 logger = logging.getLogger("hub.jobs")
 
-MANAGE_JOBS = "feeds.manage_jobs"
-RUN_JOBS = "feeds.run_jobs"
+# On the Store content type, which moved with Store from feeds to core (core/migrations/0001_initial.py).
+MANAGE_JOBS = "core.manage_jobs"
+RUN_JOBS = "core.run_jobs"
 HUB_TASK_MODULES = ("feeds.tasks", "orders.tasks")
 # django-q2's Schedule has no paused flag: a paused schedule is due in the year 9999, so the scheduler
 # (next_run < now) never picks it up, and setup_schedules (which does not set next_run) keeps it paused.
@@ -41,7 +42,7 @@ def hub_task(func: object) -> Callable | None:
     if module_name not in HUB_TASK_MODULES or not name or name.startswith("_"):
         return None
     target = getattr(importlib.import_module(module_name), name, None)
-    # Defined in that module, not merely imported into it (feeds.tasks.lease_take is feeds.leases').
+    # Defined in that module, not merely imported into it (feeds.tasks.lease_release is core.leases').
     if not inspect.isfunction(target) or target.__module__ != module_name:
         return None
     if callable(func) and func is not target:
@@ -83,7 +84,7 @@ def foreign_task_refused(func: str) -> None:
 
 
 # Every task (scheduled, queued by code, resubmitted) passes here before it is queued. Connected when
-# this module is imported: FeedsConfig.ready() imports it in every process, the job cluster included.
+# this module is imported: CoreConfig.ready() imports it in every process, the job cluster included.
 @receiver(pre_enqueue, dispatch_uid="hub_refuse_foreign_tasks")
 def refuse_foreign_tasks(sender: object, task: dict, **kwargs: object) -> None:
     """The cluster runs only the hub's task functions, and no result hook (the hub sets none)."""

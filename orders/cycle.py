@@ -20,8 +20,9 @@ from django.db import DatabaseError, connections
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from core.models import ErpConnection, Store
 from feeds.handles import handles_owed
-from feeds.models import ErpConnection, FeedEvent, Store
+from feeds.models import FeedEvent
 from feeds.services import FeedProblem, PullReport, feeds_pull
 from integrationhub.db_recovery import database_lost
 from orders.models import OrderSync
@@ -382,7 +383,7 @@ def sync_with_workers(*, workers: int, timeout: float, store_ids: Iterable[int] 
 
 def _reap(children: list[multiprocessing.process.BaseProcess]) -> None:
     """Collect each worker as soon as it exits: a zombie looks alive, so its claims and leases would wait for
-    their expiry instead of being freed by the next heartbeat (feeds.leases.holder_is_gone)."""
+    their expiry instead of being freed by the next heartbeat (core.leases.holder_is_gone)."""
     while any(child.is_alive() for child in children):  # is_alive() reaps an exited child
         time.sleep(0.5)
 
