@@ -170,24 +170,17 @@ def _originals(store: Store, items: list[FeedItem]) -> dict[tuple, FeedEvent]:
     return found
 
 
-@dataclass(frozen=True)
-class EventWork:
-    """How an event's order work is recorded: `note(store=, order_id=, state=, happened_at=)` returns the
-    event's outcome, and only states in `actionable` are passed to it (the others are ignored)."""
-
-    note: Callable[..., str]
-    actionable: frozenset[str]
-
-
-# Registered by orders (OrdersConfig.ready()): feeds never imports orders, yet every event it stores must carry
-# the order work it asks for, in the same transaction.
+# What a stored event asks of its order: `note(store=, items=)` returns (outcome, error) for each first sighting, in
+# order. Registered by orders (OrdersConfig.ready()): feeds never imports orders, yet every event it stores must
+# carry the order work it asks for, in the same transaction.
+EventWork = Callable[..., list[tuple[str, str]]]
 _event_work: EventWork | None = None
 
 
-def event_work_register(note: Callable[..., str], actionable: frozenset[str]) -> None:
-    """Set what records an event's order work; events_store_batch calls it for each new actionable event."""
+def event_work_register(note: EventWork) -> None:
+    """Set what records the order work of new events; events_store_batch calls it once per batch."""
     global _event_work
-    _event_work = EventWork(note=note, actionable=frozenset(actionable))
+    _event_work = note
 
 
 def _registered_event_work() -> EventWork:
@@ -196,19 +189,6 @@ def _registered_event_work() -> EventWork:
         raise ImproperlyConfigured("no order work is registered for feed events (orders.apps.OrdersConfig.ready "
                                    "registers it): is `orders` in INSTALLED_APPS?")
     return _event_work
-
-
-def _outcome_of(store: Store, item: FeedItem, work: EventWork) -> tuple[str, str]:
-    """What the event asks for, noted on the order. A failure is kept on the event, not raised."""
-    if item.state not in work.actionable:
-        return FeedEvent.Outcome.IGNORED, ""
-    try:
-        with transaction.atomic():  # savepoint: a bug here must not lose the rest of the batch
-            return work.note(store=store, order_id=item.order_id, state=item.state,
-                             happened_at=item.current_change), ""
-    except Exception as exc:
-        log.exception("event %s for order %s could not be processed", item.event_id, item.order_id)
-        return FeedEvent.Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
 
 
 def events_store_batch(*, store: Store, items: list[FeedItem], source: str = FeedEvent.Source.FEED) -> list[FeedEvent]:
@@ -222,6 +202,7 @@ def events_store_batch(*, store: Store, items: list[FeedItem], source: str = Fee
         Store.objects.select_for_update().filter(pk=store.pk).values_list("pk", flat=True).first()
         seen = _originals(store, [item for item in items if not item.problem])
         events: list[FeedEvent] = []
+        firsts: list[tuple[FeedEvent, FeedItem]] = []
         repeats: list[tuple[FeedEvent, tuple]] = []
         for item in items:
             event = FeedEvent(store=store, source=source, handle=item.handle, event_id=item.event_id,
@@ -238,9 +219,13 @@ def events_store_batch(*, store: Store, items: list[FeedItem], source: str = Fee
                 event.outcome = FeedEvent.Outcome.DUPLICATE
                 repeats.append((event, known))
                 continue
-            event.outcome, event.error = _outcome_of(store, item, work)
+            firsts.append((event, item))
             for key in keys:
                 seen[key] = event
+        # One call for the lot: a run of ready-for-handling events is noted in a few queries, not a few each.
+        noted = work(store=store, items=[item for _, item in firsts])
+        for (event, _), (outcome, error) in zip(firsts, noted, strict=True):
+            event.outcome, event.error = outcome, error
         # First sightings first, so that repeats within this very batch can point at them.
         FeedEvent.objects.bulk_create([event for event in events if event.outcome != FeedEvent.Outcome.DUPLICATE])
         for event, key in repeats:

@@ -7,7 +7,7 @@ class OrdersConfig(AppConfig):
 
     def ready(self) -> None:
         from feeds.services import event_work_register
-        from orders.services.events import ACTIONABLE_STATES, order_note_event
+        from orders.services.events import orders_note_events
 
         # Every stored feed event or hook notification records the order work it asks for, in its transaction.
-        event_work_register(order_note_event, ACTIONABLE_STATES)
+        event_work_register(orders_note_events)

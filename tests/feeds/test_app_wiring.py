@@ -12,7 +12,7 @@ from feeds import services
 from feeds.feed_config import DEFAULT_FEED_STATUSES
 from feeds.models import FeedConfig, FeedEvent
 from orders.models import OrderSync
-from orders.services.events import ACTIONABLE_STATES, order_note_event
+from orders.services.events import orders_note_events
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def test_a_connected_store_gets_the_default_feed_configuration_feeds_registered(
 
 
 def test_orders_registers_the_order_work_of_every_stored_event(shop):
-    assert services._event_work.note is order_note_event and services._event_work.actionable == ACTIONABLE_STATES
+    assert services._event_work is orders_note_events
 
     [event] = services.events_store_batch(store=shop, items=[_ready("ORD-1")])
 
