@@ -26,6 +26,19 @@ class OrderSync(models.Model):
         NEEDS_ATTENTION = "needs_attention", "Needs attention"
         RESOLVED = "resolved", "Resolved by staff"
 
+    class ErrorKind(models.TextChoices):
+        """Why the last attempt did not go through: what the dashboard, the alerts and the filters group by."""
+
+        VTEX_UNAVAILABLE = "vtex_unavailable", "VTEX unavailable"
+        VTEX_RATE_LIMITED = "vtex_rate_limited", "VTEX rate limit"
+        VTEX_REFUSED = "vtex_refused", "VTEX refused"
+        NOT_READY = "not_ready", "Not ready for handling yet"
+        HANDLED_ELSEWHERE = "handled_elsewhere", "Handled outside the hub"
+        UNEXPECTED_STATUS = "unexpected_status", "Unexpected VTEX status"
+        ERP_UNAVAILABLE = "erp_unavailable", "ERP unavailable"
+        ERP_REFUSED = "erp_refused", "ERP refused"
+        INTERNAL_ERROR = "internal_error", "Internal error"
+
     store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="orders")
     order_id = models.CharField(max_length=100)
     state = models.CharField(max_length=20, choices=State.choices, default=State.NEW)
@@ -36,7 +49,7 @@ class OrderSync(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Failed tries of the current step")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
-    error_kind = models.CharField(max_length=30, blank=True)
+    error_kind = models.CharField(max_length=30, choices=ErrorKind.choices, blank=True)
     erp_reference = models.CharField(max_length=200, blank=True)
     erp_accepted_at = models.DateTimeField(null=True, blank=True)
     erp_cancel_sent_at = models.DateTimeField(null=True, blank=True)

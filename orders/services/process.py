@@ -43,6 +43,7 @@ from orders.services.erp_breaker import breaker_failure, breaker_gate, breaker_s
 from orders.services.vtex_requests import vtex_requests_due, vtex_requests_send
 
 log = logging.getLogger("hub.orders")
+Kind = OrderSync.ErrorKind
 
 READY = "ready-for-handling"
 CANCELED_STATUSES = frozenset({"cancel", "canceled"})
@@ -269,7 +270,7 @@ class OrderRun:
         return Case(When(reduce(operator.or_, flags), then=Value(now)), default=Value(None),
                     output_field=DateTimeField())
 
-    def retry(self, *, step: str, message: str, kind: str, call: Call | None = None,
+    def retry(self, *, step: str, message: str, kind: Kind, call: Call | None = None,
               retry_after: float | None = None, rate_limited: bool = False) -> OrderSync:
         attempts = self.sync.attempts + 1
         if attempts >= settings.HUB_MAX_ATTEMPTS:
@@ -281,7 +282,7 @@ class OrderRun:
                          retry_at=timezone.now() + timedelta(seconds=delay),
                          attempts=attempts, last_error=message, error_kind=kind)
 
-    def wait(self, *, step: str, message: str, kind: str, until: datetime, call: Call | None = None,
+    def wait(self, *, step: str, message: str, kind: Kind, until: datetime, call: Call | None = None,
              **fields: Any) -> OrderSync:
         """Come back at `until` without using up an attempt: what failed is shared (the account's request budget,
         an ERP whose circuit breaker is open), not this order, so no outage, however long, parks it."""
@@ -289,7 +290,7 @@ class OrderRun:
                          message=f"{message}; waiting until {until:%H:%M:%S} UTC", last_error=message,
                          error_kind=kind, **fields)
 
-    def park(self, *, step: str, message: str, kind: str, call: Call | None = None, **fields: Any) -> OrderSync:
+    def park(self, *, step: str, message: str, kind: Kind, call: Call | None = None, **fields: Any) -> OrderSync:
         """Needs attention: nothing more happens until staff act (or a cancel notice is owed)."""
         # The message may quote an ERP answer with the customer's data: logs get the masked text.
         log.warning("order %s needs attention: %s", self.sync.order_id, mask_text(message))
@@ -329,7 +330,7 @@ class OrderRun:
             self.vtex_unavailable(exc, step=self._step_of(exc.call))
             return False
         except VtexError as exc:
-            self.park(step=self._step_of(exc.call), message=str(exc), call=exc.call, kind="vtex_refused")
+            self.park(step=self._step_of(exc.call), message=str(exc), call=exc.call, kind=Kind.VTEX_REFUSED)
             return False
 
     def vtex_unavailable(self, exc: VtexUnavailable, *, step: str,
@@ -339,7 +340,7 @@ class OrderRun:
         pauses for Retry-After, then a counted retry. Anything else: a counted retry with backoff. `retry` counts
         the attempt elsewhere (on the ERP's request, for the return path) instead of on the order."""
         if exc.code == REFUSED_CODE:
-            self.wait(step=step, message=str(exc), kind="vtex_rate_limited",
+            self.wait(step=step, message=str(exc), kind=Kind.VTEX_RATE_LIMITED,
                       until=timezone.now() + timedelta(seconds=exc.retry_after or LIMITER_RETRY_SECONDS), **fields)
             return
         if exc.rate_limited:
@@ -347,8 +348,9 @@ class OrderRun:
         if retry is not None:
             retry(exc)
             return
+        kind = Kind.VTEX_RATE_LIMITED if exc.rate_limited else Kind.VTEX_UNAVAILABLE
         self.retry(step=step, message=str(exc), call=exc.call, retry_after=exc.retry_after,
-                   rate_limited=exc.rate_limited, kind="vtex_rate_limited" if exc.rate_limited else "vtex_unavailable")
+                   rate_limited=exc.rate_limited, kind=kind)
 
     @staticmethod
     def _step_of(call: Call | None) -> str:
@@ -388,7 +390,7 @@ class OrderRun:
         """False (and the order waits, keeping its attempts) while the ERP's breaker is open or probed by another."""
         if (until := breaker_gate(self.sync.store.erp)) is None:
             return True
-        self.wait(step=step, kind="erp_unavailable", until=until,
+        self.wait(step=step, kind=Kind.ERP_UNAVAILABLE, until=until,
                   message="the ERP's circuit breaker is open (or another order is probing it)")
         return False
 
@@ -402,12 +404,12 @@ class OrderRun:
                       state=OrderSync.State.CANCELED, cancel_pending=False, attempts=0, last_error="", error_kind="")
             return False
         if doc.status in HANDLED_STATUSES:
-            self.park(step=SyncAttempt.Step.GET_ORDER, kind="handled_elsewhere",
+            self.park(step=SyncAttempt.Step.GET_ORDER, kind=Kind.HANDLED_ELSEWHERE,
                       message=f"VTEX already says '{doc.status}' but the hub never sent this order to the ERP: "
                               "resend it or mark it resolved")
             return False
         if doc.status != READY:
-            self.retry(step=SyncAttempt.Step.GET_ORDER, kind="not_ready",
+            self.retry(step=SyncAttempt.Step.GET_ORDER, kind=Kind.NOT_READY,
                        message=f"VTEX says '{doc.status}', not ready-for-handling yet")
             return False
         result = self.send_to_erp(event=erp.ORDER_READY, order=doc.raw)
@@ -426,15 +428,15 @@ class OrderRun:
             return True
         if result.outcome == "retry":
             if open_until := breaker_failure(connection):
-                self.wait(step=step, call=_erp_call(result), kind="erp_unavailable", until=open_until,
+                self.wait(step=step, call=_erp_call(result), kind=Kind.ERP_UNAVAILABLE, until=open_until,
                           message=f"{result.message}; the ERP failed {connection.breaker_failures} times in a row "
                                   "(circuit breaker open)")
                 return False
-            self.retry(step=step, message=result.message, call=_erp_call(result), kind="erp_unavailable",
+            self.retry(step=step, message=result.message, call=_erp_call(result), kind=Kind.ERP_UNAVAILABLE,
                        retry_after=result.retry_after)
         else:
             self.park(step=step, message=f"{result.message}: {result.excerpt[:300]}", call=_erp_call(result),
-                      kind="erp_refused")
+                      kind=Kind.ERP_REFUSED)
         return False
 
     def step_start_handling(self) -> bool:
@@ -465,10 +467,10 @@ class OrderRun:
             self.save(cancel_pending=True)  # the ERP has it: the next pass sends the cancel notice
             return True
         if doc.status == READY:
-            self.retry(step=SyncAttempt.Step.START_HANDLING, kind="vtex_unavailable",
+            self.retry(step=SyncAttempt.Step.START_HANDLING, kind=Kind.VTEX_UNAVAILABLE,
                        message="VTEX answered 409 but still says ready-for-handling")
             return False
-        self.park(step=SyncAttempt.Step.START_HANDLING, kind="unexpected_status",
+        self.park(step=SyncAttempt.Step.START_HANDLING, kind=Kind.UNEXPECTED_STATUS,
                   message=f"start-handling refused and VTEX says '{doc.status}'")
         return False
 
@@ -578,7 +580,7 @@ def order_work(claim: Claim, *, by: str = "schedule", resend: bool = False,
         log.exception("order %s: unexpected error", run.sync.order_id)
         try:
             run.retry(step=run.step, message=f"internal error: {type(exc).__name__}: {str(exc)[:500]}",
-                      kind="internal_error")
+                      kind=Kind.INTERNAL_ERROR)
         except ClaimLost:
             pass
         # If even that write failed (the database is down), the claim lapses within HUB_CLAIM_SECONDS.
