@@ -143,10 +143,10 @@ def feed_config_push(*, config: FeedConfig, by: str) -> PushResult:
     finally:
         client.close()
     log.info("feed config of %s pushed by %s: %s", config.store, by, result.message)
-    # pushed_at is when VTEX last answered a push, whatever it said; vtex_answer says which.
-    config.pushed_at = timezone.now()
-    config.vtex_answer = ("" if result.ok else "REFUSED: ") + result.message[:1000]
-    FeedConfig.objects.filter(pk=config.pk).update(pushed_at=config.pushed_at, vtex_answer=config.vtex_answer)
+    # pushed_at is when VTEX last answered a push, whatever it said; push_accepted says which.
+    config.pushed_at, config.push_accepted, config.vtex_answer = timezone.now(), result.ok, result.message[:1000]
+    FeedConfig.objects.filter(pk=config.pk).update(pushed_at=config.pushed_at, push_accepted=config.push_accepted,
+                                                   vtex_answer=config.vtex_answer)
     return result
 
 

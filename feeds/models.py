@@ -26,11 +26,13 @@ class FeedConfig(models.Model):
     visibility_timeout_seconds = models.PositiveIntegerField(default=250)
     retention_seconds = models.PositiveIntegerField(default=345600)
     pushed_at = models.DateTimeField(null=True, blank=True)
-    vtex_answer = models.TextField(blank=True)
+    vtex_answer = models.TextField(blank=True)  # VTEX's answer to the last push
+    push_accepted = models.BooleanField(null=True, blank=True, help_text="Whether VTEX took the last push (empty: never)")
     # VTEX's own view of the queue, refreshed by a job.
     vtex_quantity = models.IntegerField(null=True, blank=True)
     vtex_oldest_age_seconds = models.FloatField(null=True, blank=True)
     vtex_checked_at = models.DateTimeField(null=True, blank=True)
+    queue_check_error = models.TextField(blank=True, help_text="Why the last check of the queue failed (empty: it worked)")
     # The order hook the hub keeps on VTEX (same filter): set by a push, cleared by a delete, checked by a job.
     hook_pushed_at = models.DateTimeField(null=True, blank=True, help_text="Last hook push VTEX accepted")
     hook_present = models.BooleanField(null=True, blank=True, help_text="Whether VTEX still had the hook when checked")

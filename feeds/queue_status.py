@@ -26,14 +26,9 @@ from feeds.services import feed_backoff_clear, feed_was_configured, vtex_log_add
 
 log = logging.getLogger("hub.feeds")
 
-# vtex_answer also holds the answer to a config push: only text with this prefix is ours to replace or clear.
-CHECK_FAILED = "queue check failed: "
-
-
 def queue_check_error(config: FeedConfig | None) -> str:
     """The error of the last queue check, or "" when it succeeded (or never ran)."""
-    answer = config.vtex_answer if config is not None else ""
-    return answer[len(CHECK_FAILED):] if answer.startswith(CHECK_FAILED) else ""
+    return config.queue_check_error if config is not None else ""
 
 
 def queue_status_refresh(*, store: Store) -> FeedConfig:
@@ -53,8 +48,8 @@ def queue_status_refresh(*, store: Store) -> FeedConfig:
         if isinstance(exc, VtexUnavailable) and exc.rate_limited:
             store_pause(store_id=store.pk, retry_after=exc.retry_after)
         log.warning("store %s: feed queue check failed: %s", store.name, exc)
-        config.vtex_answer = (CHECK_FAILED + str(exc))[:2000]
-        FeedConfig.objects.filter(pk=config.pk).update(vtex_answer=config.vtex_answer)
+        config.queue_check_error = str(exc)[:2000]
+        FeedConfig.objects.filter(pk=config.pk).update(queue_check_error=config.queue_check_error)
         return config
     finally:
         client.close()
@@ -68,9 +63,7 @@ def queue_status_record(*, config: FeedConfig, quantity: int | None, oldest_age_
     than the dashboard and the feed page do right after it.
     """
     fields = {"vtex_quantity": quantity, "vtex_oldest_age_seconds": oldest_age_seconds,
-              "vtex_checked_at": timezone.now()}
-    if config.vtex_answer.startswith(CHECK_FAILED):
-        fields["vtex_answer"] = ""
+              "vtex_checked_at": timezone.now(), "queue_check_error": ""}
     FeedConfig.objects.filter(pk=config.pk).update(**fields)
     for name, value in fields.items():
         setattr(config, name, value)

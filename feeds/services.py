@@ -377,8 +377,7 @@ def feed_known_to_vtex(*, last_pull_at: datetime | None, config: FeedConfig | No
 
     So a 404 means VTEX removed it, rather than that nobody has configured it yet.
     """
-    pushed = config is not None and config.pushed_at is not None and not config.vtex_answer.startswith("REFUSED")
-    return last_pull_at is not None or pushed
+    return last_pull_at is not None or (config is not None and bool(config.push_accepted))
 
 
 def feed_was_configured(*, store_id: int) -> bool:

@@ -181,12 +181,13 @@ class FeedConfigAdmin(PersonalDataAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="VTEX's answer")
     def answer(self, obj: FeedConfig) -> str:
-        text = shown(obj, obj.vtex_answer)
+        text = self.vtex_answer_shown(obj)
         return (text[:80] + "…") if len(text) > 80 else text
 
     @admin.display(description="VTEX's answer")
     def vtex_answer_shown(self, obj: FeedConfig) -> str:
-        return shown(obj, obj.vtex_answer) or "—"
+        text = shown(obj, obj.vtex_answer)
+        return f"REFUSED: {text}" if obj.push_accepted is False else (text or "—")
 
     @admin.display(description="Pushed to VTEX", ordering="pushed_at")
     def pushed_shown(self, obj: FeedConfig) -> str:

@@ -303,7 +303,7 @@ def test_a_failed_queue_check_is_recorded_and_shown_not_raised(sandbox, store, v
                            "queue": {"visibilityTimeoutInSeconds": 250, "MessageRetentionPeriodInSeconds": 345600}}
     assert refresh_queue_status() == "checked 1 feed queue(s), 0 failed"
     assert "acme/vtex-error" not in _page(viewer_client).attrs
-    assert FeedConfig.objects.get(store=store).vtex_answer == ""
+    assert FeedConfig.objects.get(store=store).queue_check_error == ""
 
 
 def test_the_queue_check_leaves_paused_and_disabled_stores_alone(sandbox, store):

@@ -89,7 +89,7 @@ def test_a_valid_from_workflow_save_reaches_vtex_and_the_page_shows_its_answer(a
     assert b"HTTP 200" in response.content
     saved = FeedConfig.objects.get(pk=config.pk)
     assert saved.statuses == ["ready-for-handling", "cancellation-requested", "canceled"]
-    assert saved.pushed_at is not None and saved.vtex_answer.startswith("VTEX accepted it: HTTP 200")
+    assert saved.pushed_at is not None and saved.push_accepted and saved.vtex_answer.startswith("VTEX accepted it: HTTP 200")
 
 
 def test_from_workflow_needs_at_least_one_status(admin_client_hub, sandbox, config):
@@ -193,7 +193,7 @@ def test_vtex_refusing_shows_an_error_and_records_its_answer(admin_client_hub, s
     assert sandbox.feed_config == before
     saved = FeedConfig.objects.get(pk=config.pk)
     assert saved.statuses == ["invoiced"]  # the hub's own copy is saved either way
-    assert saved.vtex_answer.startswith("REFUSED:") and f"HTTP {status}" in saved.vtex_answer
+    assert saved.push_accepted is False and f"HTTP {status}" in saved.vtex_answer
     assert saved.pushed_at is not None
 
 
