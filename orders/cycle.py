@@ -280,9 +280,13 @@ def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None, s
         try:
             pull_ids, work_ids = watch.readable(scope), watch.workable(scope)
             puller = Puller(deadline=deadline, store_ids=pull_ids, stop=stop) if pull_ids != [] else None
+            # The round ends once the feeds are read and no order is left that this process could take: orders
+            # another process holds are its work, and waiting on them (a dead worker's, until they are freed) would
+            # keep this one from the feed. The next round reads the feed again, and frees dead local claims first.
             dispatched = orders_dispatch(
                 deadline=deadline, store_ids=work_ids, stop=stop, tick=tick,
-                stop_when=lambda: (puller is None or not puller.is_alive()) and not work_pending(store_ids=work_ids),
+                stop_when=lambda: ((puller is None or not puller.is_alive())
+                                   and not work_pending(store_ids=work_ids, unheld=True)),
             )
             report = puller.join(stop) if puller is not None else PullReport()
             result.dispatch.outcomes.update(dispatched.outcomes)
@@ -308,7 +312,9 @@ def sync_until_idle(*, timeout: float, store_ids: Iterable[int] | None = None, s
                 puller.join(stop)
             database_lost(None, "sync round", exc)
             continue
-        if report.errors or report.stores_busy or (result.owed and not report.read):
+        # A round that did nothing while others hold the work: look again in a second, not in a tight loop.
+        if (report.errors or report.stores_busy or (result.owed and not report.read)
+                or (not report.read and not dispatched.processed)):
             _pause(min(1.0, max(0.0, deadline - time.monotonic())), stop)
     result.stopped = result.stopped or stop()
     result.blocked = sorted(watch.blocked.values())

@@ -86,9 +86,15 @@ def orders_due(*, store_ids: Iterable[int] | None = None, limit: int = 100) -> l
     return list(rows.values_list("pk", flat=True)[:limit])
 
 
-def work_pending(*, store_ids: Iterable[int] | None = None) -> bool:
-    """True while some order still has work, due now or waiting out a backoff (parked orders don't count)."""
-    return OrderSync.objects.filter(_scope(store_ids), next_attempt_at__isnull=False, store__enabled=True).exists()
+def work_pending(*, store_ids: Iterable[int] | None = None, unheld: bool = False) -> bool:
+    """True while some order still has work, due now or waiting out a backoff (parked orders don't count).
+
+    unheld: only orders no worker holds (another process's are its work until it lets go or is found gone).
+    """
+    rows = OrderSync.objects.filter(_scope(store_ids), next_attempt_at__isnull=False, store__enabled=True)
+    if unheld:
+        rows = rows.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now()))
+    return rows.exists()
 
 
 def orders_dispatch(

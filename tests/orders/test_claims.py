@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import timedelta
@@ -13,9 +14,11 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 
 from core.leases import lease_holder_id
+from orders.cycle import SyncResult, sync_until_idle
 from orders.models import OrderSync
 from orders.services.process import claims_release_dead_local, order_claim
 from tests.feeds.test_commands import ROOT, _connect_args, _env, _manage
@@ -116,3 +119,33 @@ def test_a_killed_sync_worker_s_orders_are_taken_up_within_a_heartbeat(sandbox, 
     assert dict(OrderSync.objects.values_list("order_id", "state")) == {o: "handling_started" for o in order_ids}
     assert all(len(k) == 1 for k in keys_by_order(sandbox).values())
     assert Counter(o for o, status in sandbox.start_handling_calls if status == 204) == {o: 1 for o in order_ids}
+
+
+def test_orders_another_live_process_holds_do_not_keep_sync_from_the_feed(sandbox, store):
+    """Orders held by another process that is alive (its claims stand until they lapse) are that process's work:
+    `sync` keeps reading the feed meanwhile, so orders that arrive are worked at once, not after those claims."""
+    host, _, namespace = lease_holder_id().split(":")
+    now = timezone.now()
+    OrderSync.objects.create(store=store, order_id="held-elsewhere", next_attempt_at=now, claim_token="t",
+                             claimed_until=now + timedelta(seconds=300), claimed_by=f"{host}:{os.getppid()}:{namespace}")
+    result: dict[str, SyncResult] = {}
+    def run() -> None:
+        try:
+            result["run"] = sync_until_idle(timeout=20)
+        finally:
+            connections.close_all()  # this thread's
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(3)  # the first round has read the (empty) feed and is left with the held order only
+    arrived = sandbox.create_orders(3)
+    created = time.monotonic()
+    while time.monotonic() - created < 15 and OrderSync.objects.filter(
+            order_id__in=arrived, state=OrderSync.State.HANDLING_STARTED).count() < 3:
+        time.sleep(0.1)
+    worked_after = time.monotonic() - created
+    thread.join()
+
+    assert worked_after < 6, f"the new orders waited {worked_after:.1f} s"
+    assert not result["run"].idle  # the held order still has work: not idle, a timeout
+    assert OrderSync.objects.get(order_id="held-elsewhere").state == OrderSync.State.NEW
