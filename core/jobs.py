@@ -40,17 +40,18 @@ def job_slots(job: str) -> int:
     return max(1, min(int(getattr(settings, RUN_SLOTS[job])), cap))
 
 
+def job_slot_names(job: str) -> list[str]:
+    """The leases of `job`'s run slots: "<job>:0", "<job>:1", ..."""
+    return [f"{job}:{n}" for n in range(job_slots(job))]
+
+
 def job_slot_take(job: str) -> str | None:
     """The lease of a free run slot of `job`, now ours; None when every slot has a live run."""
-    for n in range(job_slots(job)):
-        name = f"{job}:{n}"
-        if lease_acquire(name=name).taken:
-            return name
-    return None
+    return next((name for name in job_slot_names(job) if lease_acquire(name=name).taken), None)
 
 
 def job_slots_free(job: str) -> bool:
     """Whether another run of `job` would find a slot (a dead holder's slot counts as taken until it lapses)."""
-    busy = (JobLease.objects.filter(name__in=[f"{job}:{n}" for n in range(job_slots(job))],
-                                    held_until__gte=timezone.now()).exclude(holder="").count())
-    return busy < job_slots(job)
+    names = job_slot_names(job)
+    busy = JobLease.objects.filter(name__in=names, held_until__gte=timezone.now()).exclude(holder="").count()
+    return busy < len(names)
