@@ -390,7 +390,9 @@ def sync_with_workers(*, workers: int, timeout: float, store_ids: Iterable[int] 
 def _reap(children: list[multiprocessing.process.BaseProcess]) -> None:
     """Collect each worker as soon as it exits: a zombie looks alive, so its claims and leases would wait for
     their expiry instead of being freed by the next heartbeat (core.leases.holder_is_gone)."""
-    while any(child.is_alive() for child in children):  # is_alive() reaps an exited child
+    # Every child asked on each pass (is_alive() reaps an exited one): any() over a generator would stop at the
+    # first live child and never reap a later one, so with three workers a killed one stayed a zombie.
+    while any([child.is_alive() for child in children]):
         time.sleep(0.5)
 
 

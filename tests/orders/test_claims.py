@@ -86,11 +86,14 @@ def test_after_a_sigkill_the_next_sync_works_the_dead_process_orders_at_once(san
 
 def test_a_killed_sync_worker_s_orders_are_taken_up_within_a_heartbeat(sandbox, transactional_db):
     """One of `sync`'s worker processes is SIGKILLed mid-run: the others free its claims on their next
-    heartbeat (HUB_HEARTBEAT_SECONDS, 1 s here) while HUB_CLAIM_SECONDS is 300 s, and finish its orders."""
+    heartbeat (HUB_HEARTBEAT_SECONDS, 1 s here) while HUB_CLAIM_SECONDS is 300 s, and finish its orders.
+
+    Three processes, and the last worker is killed: `sync` must reap it although an earlier one lives (a zombie
+    looks alive, so its claims would wait for their expiry)."""
     assert _manage(*_connect_args(sandbox)).returncode == 0
     sandbox.latency_ms = 15
     order_ids = sandbox.create_orders(120)
-    proc = subprocess.Popen([sys.executable, "manage.py", "sync", "--timeout", "120", "--workers", "2"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "manage.py", "sync", "--timeout", "120", "--workers", "3"], cwd=ROOT,
                             env=_env(HUB_CLAIM_SECONDS="300", HUB_HEARTBEAT_SECONDS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -98,7 +101,8 @@ def test_a_killed_sync_worker_s_orders_are_taken_up_within_a_heartbeat(sandbox, 
         deadline, victim = time.monotonic() + 60, None
         while victim is None and time.monotonic() < deadline:
             holders = set(OrderSync.objects.exclude(claimed_by="").values_list("claimed_by", flat=True))
-            victim = next((int(h.split(":")[1]) for h in holders if h.split(":")[1] != str(proc.pid)), None)
+            workers = sorted(int(h.split(":")[1]) for h in holders if h.split(":")[1] != str(proc.pid))
+            victim = workers[-1] if len(workers) == 2 else None  # the later-forked worker, while both hold orders
             time.sleep(0.01)
         assert victim is not None, "the worker process never held an order"
         os.kill(victim, signal.SIGKILL)
