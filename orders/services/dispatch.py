@@ -20,7 +20,8 @@ from core.models import Store
 from integrationhub.db_recovery import database_lost
 from orders.models import OrderSync
 from orders.services.erp_breaker import waiting_on_open_breaker
-from orders.services.process import Claim, claims_drop, claims_release_dead_local, order_work, orders_claim
+from orders.services.process import (Claim, claims_drop, claims_release_dead_local, order_work, orders_claim,
+                                     claim_free)
 
 log = logging.getLogger("hub.dispatch")
 RELEASE_LOOK_SECONDS = 2.0  # how often an idle dispatcher frees the claims of dead processes of this host
@@ -81,8 +82,7 @@ def due_orders(*, store_ids: Iterable[int] | None = None) -> QuerySet[OrderSync]
 
 def orders_due(*, store_ids: Iterable[int] | None = None, limit: int = 100) -> list[int]:
     """Ids of the due orders no worker holds (what the next claim would take)."""
-    now = timezone.now()
-    rows = due_orders(store_ids=store_ids).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    rows = due_orders(store_ids=store_ids).filter(claim_free(timezone.now()))
     return list(rows.values_list("pk", flat=True)[:limit])
 
 
@@ -93,7 +93,7 @@ def work_pending(*, store_ids: Iterable[int] | None = None, unheld: bool = False
     """
     rows = OrderSync.objects.filter(_scope(store_ids), next_attempt_at__isnull=False, store__enabled=True)
     if unheld:
-        rows = rows.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now()))
+        rows = rows.filter(claim_free(timezone.now()))
     return rows.exists()
 
 

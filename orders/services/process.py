@@ -112,6 +112,11 @@ def _claims_renew(tokens: list[str], seconds: float) -> None:
 _claims = Holds("order claims", _claims_renew)
 
 
+def claim_free(now: datetime) -> Q:
+    """Orders no worker holds: never claimed, released, or claimed past its time."""
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
 @dataclass(frozen=True)
 class Claim:
     """An order handed to this process alone: the fields its run reads, and the token every write checks."""
@@ -131,7 +136,7 @@ def orders_claim(rows: QuerySet[OrderSync], *, limit: int) -> list[Claim]:
         return []
     now = timezone.now()
     prefix, holder = secrets.token_hex(12) + "-", lease_holder_id()
-    free = rows.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).order_by("next_attempt_at")
+    free = rows.filter(claim_free(now))  # in the order the caller gave (due_orders: oldest due first)
     with transaction.atomic():  # FOR UPDATE needs a transaction, even in a subquery
         picked = free.select_for_update(skip_locked=True, of=("self",)).values("pk")[:limit]
         claimed = OrderSync.objects.filter(pk__in=picked).update(
